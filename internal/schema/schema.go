@@ -1,0 +1,100 @@
+// Package schema is concord's badger keyspace, in one place.
+//
+// One badger DB holds everything a node persists. The first byte of every
+// key names its owner:
+//
+//	'm'  meta      m/version                 -> uvarint schema version
+//	'r'  raft log  r/hs                      -> raftpb.HardState
+//	               r/snap                    -> raftpb.SnapshotMetadata of the
+//	                                            newest compaction point
+//	               r/e/<index:8 BE>          -> raftpb.Entry
+//	'a'  applied   a/index                   -> 8-byte BE applied index
+//	               a/cs                      -> raftpb.ConfState as of a/index
+//	               a/peer/<id:8 BE>          -> peer address (from conf changes)
+//	               a/dd/<index:8><origin:8><seq:8> -> empty; proposal ids
+//	                                            applied at index (dedup window)
+//	               a/restoring               -> wire.RestoreMarker while a
+//	                                            snapshot install runs
+//	's'  state     s/...                     -> owned by the state machine
+//	                                            (the raftnode.Applier)
+//
+// Keys under 'r' change only with the raft log and are written synced.
+// Keys under 'a' and 's' change together in the apply batch: the applied
+// index never disagrees with the state. A snapshot carries 'a/cs', 'a/peer'
+// and 'a/dd' (the replicated part of 'a') and the applier's 's' keys.
+package schema
+
+import (
+	"encoding/binary"
+)
+
+// Version is the current schema version, stored under Meta.
+const Version = 1
+
+// Key prefixes and fixed keys.
+var (
+	MetaVersion = []byte("m/version")
+
+	RaftHardState = []byte("r/hs")
+	RaftSnapshot  = []byte("r/snap")
+	RaftEntry     = []byte("r/e/")
+
+	Applied      = []byte("a/index")
+	ConfState    = []byte("a/cs")
+	PeerPrefix   = []byte("a/peer/")
+	DedupPrefix  = []byte("a/dd/")
+	Restoring    = []byte("a/restoring")
+	AppliedGroup = []byte("a/") // every applied-side key
+
+	// State is the prefix the state machine owns.
+	State = []byte("s/")
+)
+
+// EntryKey returns the key of log entry index.
+func EntryKey(index uint64) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte(nil), RaftEntry...), index)
+}
+
+// EntryIndex parses a key made by EntryKey.
+func EntryIndex(key []byte) uint64 {
+	return binary.BigEndian.Uint64(key[len(RaftEntry):])
+}
+
+// PeerKey returns the key holding peer id's address.
+func PeerKey(id uint64) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte(nil), PeerPrefix...), id)
+}
+
+// PeerID parses a key made by PeerKey.
+func PeerID(key []byte) uint64 {
+	return binary.BigEndian.Uint64(key[len(PeerPrefix):])
+}
+
+// DedupKey returns the key recording that proposal (origin, seq) was
+// applied at index. Keys sort by index, so pruning is a prefix scan.
+func DedupKey(index, origin, seq uint64) []byte {
+	k := append([]byte(nil), DedupPrefix...)
+	k = binary.BigEndian.AppendUint64(k, index)
+	k = binary.BigEndian.AppendUint64(k, origin)
+	return binary.BigEndian.AppendUint64(k, seq)
+}
+
+// ParseDedupKey parses a key made by DedupKey.
+func ParseDedupKey(key []byte) (index, origin, seq uint64, ok bool) {
+	b := key[len(DedupPrefix):]
+	if len(b) != 24 {
+		return 0, 0, 0, false
+	}
+	return binary.BigEndian.Uint64(b), binary.BigEndian.Uint64(b[8:]), binary.BigEndian.Uint64(b[16:]), true
+}
+
+// U64 encodes v as 8 bytes big-endian.
+func U64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+// ParseU64 decodes 8 bytes big-endian; ok is false for another length.
+func ParseU64(b []byte) (uint64, bool) {
+	if len(b) != 8 {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(b), true
+}

@@ -1,0 +1,372 @@
+package raftnode
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+
+	"github.com/concordkv/concord/internal/schema"
+)
+
+// loop owns the raft.RawNode. Only its run goroutine touches rn and the
+// fields below; everything else reaches it through the Node's channels.
+type loop struct {
+	n  *Node
+	rn *raft.RawNode
+	st *storage
+
+	tick    uint64
+	lone    bool // a lone voter that has not led yet: campaign at once
+	lead    uint64
+	state   raft.StateType
+	removed bool
+
+	pending  map[uint64]*proposal // by seq: proposed, result not yet delivered
+	toSend   []*proposal          // to (re)propose once a leader is known
+	reads    readState
+	dedup    dedupTable
+	spools   map[uint64]string // snapshot index -> spooled body
+	confIdx  uint64            // index of the newest applied conf change
+	snapIdx  uint64            // newest compaction point
+	changedC chan struct{}     // closed and replaced on leader or term change
+}
+
+// retryTicks is how long a proposal or read round may go unanswered before
+// it is sent again, in election timeouts.
+const retryElections = 2
+
+func newLoop(n *Node) (*loop, error) {
+	l := &loop{
+		n:        n,
+		st:       n.st,
+		pending:  map[uint64]*proposal{},
+		spools:   map[uint64]string{},
+		changedC: make(chan struct{}),
+	}
+	n.changed.Store(&l.changedC)
+	applied, err := loadApplied(n.db)
+	if err != nil {
+		return nil, err
+	}
+	n.applied.Store(applied)
+	if err := l.dedup.load(n.db); err != nil {
+		return nil, err
+	}
+	hs, cs, _ := l.st.InitialState()
+	rcfg := &raft.Config{
+		ID:                        n.cfg.ID,
+		ElectionTick:              n.cfg.ElectionTicks,
+		HeartbeatTick:             n.cfg.HeartbeatTicks,
+		Storage:                   l.st,
+		Applied:                   min(applied, hs.GetCommit()),
+		MaxSizePerMsg:             n.cfg.MaxSizePerMsg,
+		MaxCommittedSizePerReady:  4 << 20,
+		MaxUncommittedEntriesSize: 1 << 30,
+		MaxInflightMsgs:           n.cfg.MaxInflightMsgs,
+		CheckQuorum:               true,
+		PreVote:                   true,
+		ReadOnlyOption:            raft.ReadOnlySafe,
+		StepDownOnRemoval:         true,
+		Logger:                    newSlogAdapter(n.cfg.Logger, n.cfg.ID, "raft"),
+	}
+	rn, err := raft.NewRawNode(rcfg)
+	if err != nil {
+		return nil, fmt.Errorf("raftnode: %w", err)
+	}
+	l.rn = rn
+	l.snapIdx = l.st.snap.GetIndex()
+	l.confIdx = applied
+	fresh := raft.IsEmptyHardState(hs) && l.st.last == 0
+	if fresh && len(n.cfg.Peers) > 0 {
+		peers := make([]raft.Peer, len(n.cfg.Peers))
+		for i, p := range n.cfg.Peers {
+			peers[i] = raft.Peer{ID: p.ID, Context: []byte(p.Addr)}
+		}
+		if err := rn.Bootstrap(peers); err != nil {
+			return nil, fmt.Errorf("raftnode: bootstrap: %w", err)
+		}
+		cs = &pb.ConfState{}
+		for _, p := range n.cfg.Peers {
+			cs.Voters = append(cs.Voters, p.ID)
+		}
+	}
+	// A lone voter needs no election timeout: it is the whole quorum. raft
+	// refuses to campaign while conf changes wait to be applied, so run
+	// tries again after each Ready until it leads.
+	l.lone = len(cs.GetVoters()) == 1 && cs.GetVoters()[0] == n.cfg.ID && len(cs.GetVotersOutgoing()) == 0
+	l.campaignLone()
+	return l, nil
+}
+
+func (l *loop) campaignLone() {
+	if !l.lone {
+		return
+	}
+	switch l.rn.BasicStatus().RaftState {
+	case raft.StateLeader:
+		l.lone = false
+	case raft.StateFollower:
+		_ = l.rn.Campaign() // a no-op while conf changes are unapplied
+	}
+}
+
+func loadApplied(db *badger.DB) (uint64, error) {
+	var applied uint64
+	err := db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(schema.Applied)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			var ok bool
+			if applied, ok = schema.ParseU64(v); !ok {
+				return fmt.Errorf("raftnode: corrupt applied index %x", v)
+			}
+			return nil
+		})
+	})
+	return applied, err
+}
+
+// run is the raft goroutine.
+func (l *loop) run() {
+	n := l.n
+	defer close(n.doneC)
+	for id, addr := range n.Peers() {
+		if id != n.cfg.ID {
+			n.tr.AddPeer(id, addr)
+		}
+	}
+	for _, p := range n.cfg.Peers {
+		if p.ID != n.cfg.ID {
+			n.tr.AddPeer(p.ID, p.Addr)
+		}
+	}
+	ticker := time.NewTicker(n.cfg.TickInterval)
+	defer ticker.Stop()
+	for {
+		if l.rn.HasReady() {
+			if err := l.handleReady(); err != nil {
+				n.fail(err)
+				return
+			}
+			if l.removed {
+				n.fail(ErrRemoved)
+				return
+			}
+			l.campaignLone()
+			continue
+		}
+		propC := n.propC
+		if l.lead == raft.None {
+			propC = nil // hold proposals until a leader is known
+		}
+		select {
+		case <-ticker.C:
+			l.onTick()
+		case p := <-propC:
+			l.addProposal(p)
+			for i := 0; i < 4096; i++ {
+				select {
+				case p := <-propC:
+					l.addProposal(p)
+					continue
+				default:
+				}
+				break
+			}
+		case m := <-n.recvC:
+			l.step(m)
+			for i := 0; i < 1024; i++ {
+				select {
+				case m := <-n.recvC:
+					l.step(m)
+					continue
+				default:
+				}
+				break
+			}
+		case r := <-n.readC:
+			l.reads.pending = append(l.reads.pending, r)
+			for len(n.readC) > 0 {
+				l.reads.pending = append(l.reads.pending, <-n.readC)
+			}
+		case f := <-n.funcC:
+			f(l)
+		case r := <-n.reportC:
+			if r.snapshot {
+				st := raft.SnapshotFinish
+				if r.failed {
+					st = raft.SnapshotFailure
+				}
+				l.rn.ReportSnapshot(r.id, st)
+			} else {
+				l.rn.ReportUnreachable(r.id)
+			}
+		case <-n.stopC:
+			return
+		}
+		l.flushProposals()
+		l.startRead()
+	}
+}
+
+func (l *loop) step(m *pb.Message) {
+	if err := l.rn.Step(m); err != nil && !errors.Is(err, raft.ErrStepPeerNotFound) && !errors.Is(err, raft.ErrStepLocalMsg) {
+		l.n.log.Debug("raft step", "err", err)
+	}
+}
+
+func (l *loop) onTick() {
+	l.tick++
+	l.rn.Tick()
+	retry := uint64(retryElections * l.n.cfg.ElectionTicks)
+	for seq, p := range l.pending {
+		switch {
+		case p.canceled.Load():
+			delete(l.pending, seq)
+		case l.tick-p.proposedAt >= retry && !p.queued:
+			p.queued = true
+			l.toSend = append(l.toSend, p)
+		}
+	}
+	l.reads.expire(l.tick, retry)
+}
+
+// onLeaderChange resends what the old leader may have dropped.
+func (l *loop) onLeaderChange() {
+	for _, p := range l.pending {
+		if !p.queued && !p.canceled.Load() {
+			p.queued = true
+			l.toSend = append(l.toSend, p)
+		}
+	}
+	l.reads.retryInflight()
+}
+
+// notifyChanged wakes waiters on the leader or term; call it after
+// publishStatus so that they see the new status.
+func (l *loop) notifyChanged() {
+	close(l.changedC)
+	l.changedC = make(chan struct{})
+	l.n.changed.Store(&l.changedC)
+}
+
+// handleReady does one Ready's work in raft's required order.
+func (l *loop) handleReady() error {
+	rd := l.rn.Ready()
+	changed := false
+	if ss := rd.SoftState; ss != nil {
+		changed = ss.Lead != l.lead || ss.RaftState != l.state
+		if ss.Lead != l.lead {
+			l.onLeaderChange()
+		}
+		l.lead, l.state = ss.Lead, ss.RaftState
+	}
+	changed = changed || (rd.HardState != nil && rd.HardState.GetTerm() != l.n.Status().Term)
+	// The leader may send its appends while it writes them itself (raft
+	// thesis 10.2.1): its own vote counts only once they are durable,
+	// because entries are applied below only after this Ready is persisted.
+	leader := l.state == raft.StateLeader
+	if leader {
+		l.send(rd.Messages)
+	}
+	// 1. Install a received snapshot.
+	if !raft.IsEmptySnap(rd.Snapshot) {
+		if err := l.installSnapshot(rd.Snapshot.GetMetadata()); err != nil {
+			return fmt.Errorf("raftnode: install snapshot: %w", err)
+		}
+	}
+	// 2. Persist Entries and HardState, synced, before sending messages
+	// that depend on them (votes, append responses).
+	var hs *pb.HardState
+	if !raft.IsEmptyHardState(rd.HardState) {
+		hs = rd.HardState
+	}
+	if err := l.st.append(rd.Entries, hs, rd.MustSync, l.n.sync); err != nil {
+		return fmt.Errorf("raftnode: persist: %w", err)
+	}
+	// 3. Send.
+	if !leader {
+		l.send(rd.Messages)
+	}
+	// 4. Apply committed entries, then serve reads they unblock.
+	l.reads.indexed(rd.ReadStates, l.n.applied.Load())
+	if err := l.apply(rd.CommittedEntries); err != nil {
+		return fmt.Errorf("raftnode: apply: %w", err)
+	}
+	l.reads.release(l.n.applied.Load())
+	// 5. Advance.
+	l.rn.Advance(rd)
+	if err := l.maybeCompact(); err != nil {
+		return fmt.Errorf("raftnode: compact: %w", err)
+	}
+	l.publishStatus()
+	if changed {
+		l.notifyChanged()
+	}
+	return nil
+}
+
+func (l *loop) send(msgs []*pb.Message) {
+	if len(msgs) == 0 {
+		return
+	}
+	out := msgs[:0:0]
+	for _, m := range msgs {
+		if m.GetType() == pb.MsgSnap {
+			l.sendSnapshot(m)
+			continue
+		}
+		out = append(out, m)
+	}
+	if len(out) > 0 {
+		l.n.tr.Send(out)
+	}
+}
+
+func (l *loop) publishStatus() {
+	bs := l.rn.BasicStatus()
+	cs := l.st.confState()
+	s := &Status{
+		ID: bs.ID, Term: bs.HardState.GetTerm(), Vote: bs.HardState.GetVote(), Commit: bs.HardState.GetCommit(),
+		Applied: l.n.applied.Load(), Leader: bs.Lead, State: bs.RaftState,
+		Voters: slices.Clone(cs.GetVoters()), Learners: slices.Clone(cs.GetLearners()),
+		LeadTransferee: bs.LeadTransferee,
+	}
+	l.n.status.Store(s)
+}
+
+// maybeCompact moves the log's start up once enough entries were applied,
+// keeping SnapshotCatchUpEntries for slow followers. The compaction point
+// is never before the newest conf change, so the current conf state is the
+// conf state at that point.
+func (l *loop) maybeCompact() error {
+	applied := l.n.applied.Load()
+	cfg := l.n.cfg
+	if applied < l.snapIdx+cfg.SnapshotEntries {
+		return nil
+	}
+	point := max(applied-cfg.SnapshotCatchUpEntries, l.confIdx)
+	if point <= l.snapIdx || point > applied {
+		return nil
+	}
+	term, err := l.st.Term(point)
+	if err != nil {
+		return err
+	}
+	meta := &pb.SnapshotMetadata{Index: new(point), Term: new(term), ConfState: l.st.confState()}
+	if err := l.st.compact(meta); err != nil {
+		return err
+	}
+	l.snapIdx = point
+	return nil
+}

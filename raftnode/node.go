@@ -1,0 +1,243 @@
+package raftnode
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	"github.com/dgraph-io/badger/v4"
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+
+	"github.com/concordkv/concord/internal/schema"
+	"github.com/concordkv/concord/transport"
+)
+
+// Node is a raft peer. Create it with Start; all methods are safe for
+// concurrent use.
+type Node struct {
+	cfg     Config
+	db      *badger.DB
+	st      *storage
+	tr      transport.Transport
+	origin  uint64        // random per start: names this run's proposals
+	seq     atomic.Uint64 // last proposal sequence number
+	applied atomic.Uint64
+	status  atomic.Pointer[Status]
+	changed atomic.Pointer[chan struct{}] // closed on leader or term change
+	log     *slog.Logger
+	sync    func() error // makes written raft state durable; tests wrap it
+
+	propC   chan *proposal
+	recvC   chan *pb.Message
+	readC   chan *readRequest
+	funcC   chan func(*loop)
+	reportC chan report
+
+	stopC     chan struct{}
+	doneC     chan struct{}
+	stopOnce  sync.Once
+	closeOnce sync.Once
+	closeErr  error
+	crashed   atomic.Bool
+
+	errMu sync.Mutex
+	err   error // guarded by errMu; why the loop ended
+
+	wg sync.WaitGroup // background goroutines (snapshot senders)
+}
+
+// Start opens (or creates) the peer's data and starts its raft goroutine
+// and transport. It returns once the peer runs; it does not wait for a
+// leader.
+func Start(cfg Config) (*Node, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	db, err := openDB(cfg)
+	if err != nil {
+		return nil, err
+	}
+	n, err := start(cfg, db)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+func start(cfg Config, db *badger.DB) (*Node, error) {
+	if cfg.SnapshotDir == "" {
+		cfg.SnapshotDir = os.TempDir()
+		if cfg.DataDir != "" {
+			cfg.SnapshotDir = filepath.Join(cfg.DataDir, "snap")
+		}
+	}
+	if err := os.MkdirAll(cfg.SnapshotDir, 0o700); err != nil {
+		return nil, fmt.Errorf("raftnode: snapshot dir: %w", err)
+	}
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg:     cfg,
+		db:      db,
+		tr:      cfg.Transport,
+		origin:  binary.LittleEndian.Uint64(b[:]) | 1,
+		propC:   make(chan *proposal, 4096),
+		recvC:   make(chan *pb.Message, 4096),
+		readC:   make(chan *readRequest, 4096),
+		funcC:   make(chan func(*loop), 64),
+		reportC: make(chan report, 1024),
+		stopC:   make(chan struct{}),
+		doneC:   make(chan struct{}),
+		log:     cfg.Logger,
+		sync:    db.Sync,
+	}
+	if n.log == nil {
+		n.log = slog.New(slog.DiscardHandler)
+	}
+	st, err := openStorage(db)
+	if err != nil {
+		return nil, err
+	}
+	n.st = st
+	if err := n.resumeRestore(); err != nil {
+		return nil, err
+	}
+	l, err := newLoop(n)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.tr.Start((*handler)(n)); err != nil {
+		return nil, fmt.Errorf("raftnode: start transport: %w", err)
+	}
+	go l.run()
+	return n, nil
+}
+
+// ID returns this peer's raft id.
+func (n *Node) ID() uint64 { return n.cfg.ID }
+
+// DB returns the badger DB the peer persists to. Readers may use it (e.g.
+// db.View for local reads); writes belong in Applier.Apply.
+func (n *Node) DB() *badger.DB { return n.db }
+
+// AppliedIndex returns the index of the last entry applied and committed to
+// the DB.
+func (n *Node) AppliedIndex() uint64 { return n.applied.Load() }
+
+// Done is closed when the raft goroutine has ended (Stop, a fatal error or
+// removal from the cluster); Err tells why.
+func (n *Node) Done() <-chan struct{} { return n.doneC }
+
+// Err returns why the peer stopped, or nil while it runs or after Stop.
+func (n *Node) Err() error {
+	n.errMu.Lock()
+	defer n.errMu.Unlock()
+	return n.err
+}
+
+// Stop stops the raft goroutine and the transport, waits for them, and
+// closes the DB. Everything acknowledged is already durable. Idempotent.
+func (n *Node) Stop() error {
+	n.stopOnce.Do(func() { close(n.stopC) })
+	<-n.doneC
+	n.closeOnce.Do(func() {
+		trErr := n.tr.Close() // ends snapshot streams, so their writers return
+		n.wg.Wait()
+		n.closeErr = errors.Join(trErr, n.db.Close())
+	})
+	return n.closeErr
+}
+
+// Crash stops the peer abruptly, as a killed process would: the raft
+// goroutine ends where it is, nothing is flushed or handed over. The data dir
+// can then be started again. For tests.
+func (n *Node) Crash() {
+	n.crashed.Store(true)
+	n.Stop()
+}
+
+// fail records a fatal error and stops the loop.
+func (n *Node) fail(err error) {
+	n.errMu.Lock()
+	if n.err == nil {
+		n.err = err
+	}
+	n.errMu.Unlock()
+	n.stopOnce.Do(func() { close(n.stopC) })
+}
+
+// stoppedErr is what calls return once the loop ended.
+func (n *Node) stoppedErr() error {
+	if err := n.Err(); err != nil {
+		return errors.Join(ErrStopped, err)
+	}
+	return ErrStopped
+}
+
+// do runs f on the raft goroutine and waits for it.
+func (n *Node) do(ctx context.Context, f func(*loop)) error {
+	done := make(chan struct{})
+	select {
+	case n.funcC <- func(l *loop) { f(l); close(done) }:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.doneC:
+		return n.stoppedErr()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-n.doneC:
+		return n.stoppedErr()
+	}
+}
+
+// Status describes the peer as of its last Ready.
+type Status struct {
+	ID, Term, Vote, Commit, Applied, Leader uint64
+	State                                   raft.StateType
+	Voters, Learners                        []uint64
+	// LeadTransferee is the target of a leadership transfer in progress.
+	LeadTransferee uint64
+}
+
+// Status returns the peer's state as of its last Ready. It does not block.
+func (n *Node) Status() Status {
+	if s := n.status.Load(); s != nil {
+		return *s
+	}
+	return Status{ID: n.cfg.ID}
+}
+
+// Leader returns the current leader's id, 0 when none is known.
+func (n *Node) Leader() uint64 { return n.Status().Leader }
+
+// IsLeader tells whether this peer is the leader.
+func (n *Node) IsLeader() bool { return n.Status().State == raft.StateLeader }
+
+// Peers returns the members' addresses as replicated through conf changes.
+func (n *Node) Peers() map[uint64]string {
+	out := map[uint64]string{}
+	_ = n.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: schema.PeerPrefix})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			v, _ := it.Item().ValueCopy(nil)
+			out[schema.PeerID(it.Item().Key())] = string(v)
+		}
+		return nil
+	})
+	return out
+}

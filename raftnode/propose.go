@@ -1,0 +1,121 @@
+package raftnode
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/concordkv/concord/internal/wire"
+)
+
+// proposal is one Propose call (or conf change) awaiting its applied result.
+type proposal struct {
+	seq      uint64
+	data     []byte           // command, or nil for a conf change
+	cc       *pb.ConfChangeV2 // conf change, or nil
+	resC     chan result      // buffered 1; written once by the loop
+	canceled atomic.Bool      // the caller gave up
+
+	proposedAt uint64 // loop-owned: tick of the last proposal to raft
+	queued     bool   // loop-owned: in loop.toSend
+}
+
+type result struct {
+	data []byte
+	err  error
+}
+
+// Propose replicates data as one command and returns the Applier's result
+// for it once it is applied on this peer. It works on any peer: followers
+// forward to the leader, and a proposal that may have been lost (leader
+// change, dropped message) is proposed again under the same id, which the
+// apply path recognises, so a command applies once however often it is sent.
+//
+// If ctx ends first, Propose returns ctx.Err(); the command may or may not
+// be applied later.
+func (n *Node) Propose(ctx context.Context, data []byte) ([]byte, error) {
+	p := &proposal{seq: n.seq.Add(1), data: data, resC: make(chan result, 1)}
+	return n.propose(ctx, p)
+}
+
+func (n *Node) propose(ctx context.Context, p *proposal) ([]byte, error) {
+	select {
+	case n.propC <- p:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-n.doneC:
+		return nil, n.stoppedErr()
+	}
+	select {
+	case r := <-p.resC:
+		return r.data, r.err
+	case <-ctx.Done():
+		p.canceled.Store(true)
+		return nil, ctx.Err()
+	case <-n.doneC:
+		return nil, n.stoppedErr()
+	}
+}
+
+func (l *loop) addProposal(p *proposal) {
+	l.pending[p.seq] = p
+	if !p.queued {
+		p.queued = true
+		l.toSend = append(l.toSend, p)
+	}
+}
+
+// flushProposals hands queued proposals to raft, packing commands into
+// entries of at most MaxProposalBatch bytes.
+func (l *loop) flushProposals() {
+	if len(l.toSend) == 0 || l.lead == raft.None {
+		return
+	}
+	var batch wire.ProposalBatch
+	size := 0
+	flush := func() {
+		if len(batch.Proposals) == 0 {
+			return
+		}
+		data, err := proto.Marshal(&batch)
+		batch.Proposals, size = nil, 0
+		if err != nil {
+			return // unreachable for well-formed messages; retried later
+		}
+		l.step(&pb.Message{Type: pb.MsgProp.Enum(), From: new(l.n.cfg.ID), Entries: []*pb.Entry{{Data: data}}})
+	}
+	for _, p := range l.toSend {
+		p.queued = false
+		if p.canceled.Load() {
+			delete(l.pending, p.seq)
+			continue
+		}
+		p.proposedAt = l.tick
+		if p.cc != nil {
+			if err := l.rn.ProposeConfChange(p.cc); err != nil && !errors.Is(err, raft.ErrProposalDropped) {
+				delete(l.pending, p.seq)
+				p.resC <- result{err: err}
+			}
+			continue
+		}
+		if size > 0 && size+len(p.data) > l.n.cfg.MaxProposalBatch {
+			flush()
+		}
+		batch.Proposals = append(batch.Proposals, &wire.Proposal{Origin: l.n.origin, Seq: p.seq, Data: p.data})
+		size += len(p.data) + 24
+	}
+	flush()
+	l.toSend = l.toSend[:0]
+}
+
+// deliver hands an applied result to a waiting local proposer.
+func (l *loop) deliver(seq uint64, r result) {
+	if p, ok := l.pending[seq]; ok {
+		delete(l.pending, seq)
+		p.resC <- r
+	}
+}

@@ -1,0 +1,105 @@
+package raftnode
+
+import (
+	"context"
+	"encoding/binary"
+
+	"go.etcd.io/raft/v3"
+)
+
+type readRequest struct {
+	doneC chan struct{} // closed once the local state is fresh enough
+}
+
+// readRound is one raft ReadIndex round shared by every read that arrived
+// while the previous round was in flight.
+type readRound struct {
+	id     uint64
+	reqs   []*readRequest
+	issued uint64 // tick
+	index  uint64 // commit index to wait for, once known
+}
+
+// readState batches linearizable reads: at most one round is in flight;
+// reads that arrive meanwhile wait for the next one. Loop-owned.
+type readState struct {
+	nextID   uint64
+	pending  []*readRequest
+	inflight *readRound
+	waiting  []*readRound // index known, waiting for apply; ascending
+}
+
+// ReadIndex returns once this peer has applied everything committed before
+// the call began, as confirmed by the leader with a quorum: a read of the
+// local state after it is linearizable. Concurrent calls share one raft
+// round. It works on followers and learners too.
+func (n *Node) ReadIndex(ctx context.Context) error {
+	r := &readRequest{doneC: make(chan struct{})}
+	select {
+	case n.readC <- r:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.doneC:
+		return n.stoppedErr()
+	}
+	select {
+	case <-r.doneC:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.doneC:
+		return n.stoppedErr()
+	}
+}
+
+// startRead issues a round for the pending reads if none is in flight.
+func (l *loop) startRead() {
+	rs := &l.reads
+	if rs.inflight != nil || len(rs.pending) == 0 || l.lead == raft.None {
+		return
+	}
+	rs.nextID++
+	rs.inflight = &readRound{id: rs.nextID, reqs: rs.pending, issued: l.tick}
+	rs.pending = nil
+	l.rn.ReadIndex(binary.BigEndian.AppendUint64(nil, rs.nextID))
+}
+
+// indexed records the commit indexes raft answered with.
+func (rs *readState) indexed(states []raft.ReadState, applied uint64) {
+	for _, s := range states {
+		if rs.inflight == nil || len(s.RequestCtx) != 8 || binary.BigEndian.Uint64(s.RequestCtx) != rs.inflight.id {
+			continue // an abandoned round
+		}
+		r := rs.inflight
+		rs.inflight = nil
+		r.index = s.Index
+		rs.waiting = append(rs.waiting, r)
+	}
+	rs.release(applied)
+}
+
+// release completes rounds whose index is applied.
+func (rs *readState) release(applied uint64) {
+	i := 0
+	for ; i < len(rs.waiting) && rs.waiting[i].index <= applied; i++ {
+		for _, r := range rs.waiting[i].reqs {
+			close(r.doneC)
+		}
+	}
+	rs.waiting = rs.waiting[i:]
+}
+
+// expire gives up on a round unanswered for retry ticks; its reads go into
+// the next round.
+func (rs *readState) expire(tick, retry uint64) {
+	if rs.inflight != nil && tick-rs.inflight.issued >= retry {
+		rs.retryInflight()
+	}
+}
+
+func (rs *readState) retryInflight() {
+	if rs.inflight != nil {
+		rs.pending = append(rs.inflight.reqs, rs.pending...)
+		rs.inflight = nil
+	}
+}
