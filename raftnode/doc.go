@@ -1,0 +1,69 @@
+// Package raftnode is a durable raft peer to embed in a process: it owns a
+// go.etcd.io/raft/v3 RawNode, persists to badger, talks to its peers through
+// a [transport.Transport] and applies committed commands to an [Applier].
+//
+// # Architecture
+//
+//	 Propose ──► propC ─┐                       ┌──► Transport.Send / SendSnapshot
+//	 ReadIndex ► readC ─┤                       │
+//	 conf changes ──────┼──► loop (one goroutine owns raft.RawNode)
+//	 Transport ► recvC ─┘         │ Ready:
+//	                              │ 1. install a received snapshot (spooled file)
+//	                              │ 2. persist Entries + HardState, one badger
+//	                              │    batch, then fsync (db.Sync)
+//	                              │ 3. send Messages (a leader sends before 2)
+//	                              │ 4. apply CommittedEntries: one badger txn
+//	                              │    with the applied index; results to
+//	                              │    proposers; release ReadIndex waiters
+//	                              │ 5. Advance; compact the log if due
+//	                              ▼
+//	                           badger (keyspace: internal/schema)
+//
+// loop.go is the only code that touches raft.RawNode; everything else
+// reaches it through channels. Calls on a [Node] are safe from any goroutine.
+//
+// # Proposals
+//
+// [Node.Propose] works on every peer. Each proposal carries an id (a random
+// per-start origin and a sequence number); a follower forwards it to the
+// leader, the peer that proposed it recognises it when it applies the entry
+// and hands the Applier's result back to the caller. A proposal that may
+// have been lost (a leader change, a dropped message) is proposed again under
+// the same id; the apply path remembers recent ids (replicated state, in the
+// apply transaction and in snapshots), so a command applies once however
+// often it was sent. Concurrent proposals are packed into few entries.
+//
+// # Reads
+//
+// [Node.ReadIndex] returns once the local state includes everything
+// committed before the call, confirmed by the leader with a quorum; reads of
+// [Node.DB] after it are linearizable. All calls that arrive while a round is
+// in flight share the next round.
+//
+// # Durability and restarts
+//
+// Entries and hard state are synced before any message that depends on them
+// is sent and before any proposal is acknowledged (badger itself does not
+// sync: raftnode calls db.Sync). Applied state and the applied index commit
+// in one transaction; it needs no sync because a restart replays the log
+// from the applied index. A restart never applies an entry twice nor skips
+// one.
+//
+// # Snapshots
+//
+// Every SnapshotEntries applied entries the log is compacted, keeping
+// SnapshotCatchUpEntries for slow followers. A peer that needs entries no
+// longer in the log gets a snapshot: the sender streams its current state
+// (a badger read transaction: the raftnode records plus Applier.Snapshot)
+// over the transport; the receiver spools it to a file, hands the message to
+// raft, and when raft accepts it restores from the file. The streamed state
+// may be newer than the snapshot's raft metadata; the entries in between
+// are skipped by the applied-index check.
+//
+// # Membership
+//
+// A new cluster starts from Config.Peers. [Node.AddLearner],
+// [Node.PromoteLearner], [Node.RemovePeer] and [Node.TransferLeadership]
+// change it; peer addresses travel in the conf changes and are kept in the
+// replicated state. A lone voter campaigns at once.
+package raftnode
