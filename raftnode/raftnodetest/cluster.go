@@ -42,6 +42,8 @@ type Peer struct {
 	// Node and KV are nil while the peer is crashed or stopped.
 	Node *raftnode.Node
 	KV   *KV
+
+	joined bool // added by AddPeer: starts with empty Peers
 }
 
 // Cluster is a set of raft peers in this process. Methods are not safe for
@@ -110,15 +112,30 @@ func (c *Cluster) newTransport(i int, listen string) (transport.Transport, error
 }
 
 // BaseConfig is the config peer i starts with, before Options.Configure.
+// Initial peers bootstrap with the initial voters; a peer added by AddPeer
+// has empty Peers and joins through a conf change, with every other peer in
+// Join.
 func (c *Cluster) BaseConfig(i int) raftnode.Config {
-	peers := make([]raftnode.Peer, len(c.peers))
-	for j, p := range c.peers {
-		peers[j] = raftnode.Peer{ID: p.ID, Addr: p.Addr}
+	c.mu.Lock()
+	self := *c.peers[i]
+	var peers, join []raftnode.Peer
+	if !self.joined {
+		for _, p := range c.peers[:c.opts.Peers] {
+			peers = append(peers, raftnode.Peer{ID: p.ID, Addr: p.Addr})
+		}
+	} else {
+		for _, p := range c.peers {
+			if p.ID != self.ID {
+				join = append(join, raftnode.Peer{ID: p.ID, Addr: p.Addr})
+			}
+		}
 	}
+	c.mu.Unlock()
 	return raftnode.Config{
-		ID:             c.peers[i].ID,
-		DataDir:        c.peers[i].Dir,
+		ID:             self.ID,
+		DataDir:        self.Dir,
 		Peers:          peers,
+		Join:           join,
 		Logger:         c.opts.Logger,
 		TickInterval:   10 * time.Millisecond,
 		ElectionTicks:  10,
@@ -144,8 +161,38 @@ func (c *Cluster) start(i int, tr transport.Transport) error {
 	return nil
 }
 
+// AddPeer starts a new, empty peer with the next id (Len()+1) and its own
+// transport, data dir (OnDisk) and KV. It starts with empty Peers, so it only
+// waits to be added by a conf change (Node.AddLearner or AddVoter on a
+// member, with the new peer's Addr). It returns the new peer's index.
+func (c *Cluster) AddPeer() (int, error) {
+	c.mu.Lock()
+	i := len(c.peers)
+	p := &Peer{ID: uint64(i + 1), joined: true}
+	c.mu.Unlock()
+	if c.opts.OnDisk {
+		p.Dir = filepath.Join(c.t.TempDir(), fmt.Sprintf("peer%d", i+1))
+	}
+	tr, err := c.newTransport(i, "127.0.0.1:0")
+	if err != nil {
+		return -1, err
+	}
+	p.Addr = tr.Addr()
+	c.mu.Lock()
+	c.peers = append(c.peers, p)
+	c.mu.Unlock()
+	if err := c.start(i, tr); err != nil {
+		return -1, err
+	}
+	return i, nil
+}
+
 // Len is the number of peers.
-func (c *Cluster) Len() int { return len(c.peers) }
+func (c *Cluster) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.peers)
+}
 
 // Peer returns peer i (0-based).
 func (c *Cluster) Peer(i int) *Peer {
@@ -216,6 +263,10 @@ func (c *Cluster) Partition(groups ...[]int) {
 
 // Isolate cuts peer i off from everyone.
 func (c *Cluster) Isolate(i int) { c.gates.isolate(uint64(i + 1)) }
+
+// Delivered counts the messages (snapshots included) that the cluster's
+// peers received from raft id from, as their transports handed them over.
+func (c *Cluster) Delivered(from uint64) int { return c.gates.deliveredFrom(from) }
 
 // Heal removes every partition.
 func (c *Cluster) Heal() { c.gates.heal() }

@@ -17,9 +17,22 @@ type gates struct {
 	mu       sync.Mutex
 	group    map[uint64]int  // guarded by mu; nil = one group; unlisted = cut off
 	isolated map[uint64]bool // guarded by mu
+	from     map[uint64]int  // guarded by mu; messages delivered, by sender
 }
 
-func newGates() *gates { return &gates{isolated: map[uint64]bool{}} }
+func newGates() *gates { return &gates{isolated: map[uint64]bool{}, from: map[uint64]int{}} }
+
+func (g *gates) delivered(from uint64) {
+	g.mu.Lock()
+	g.from[from]++
+	g.mu.Unlock()
+}
+
+func (g *gates) deliveredFrom(from uint64) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.from[from]
+}
 
 // ok tells whether a message from one peer may reach another.
 func (g *gates) ok(from, to uint64) bool {
@@ -110,6 +123,7 @@ type gateHandler struct {
 
 func (h *gateHandler) Process(m *pb.Message) {
 	if h.t.g.ok(m.GetFrom(), h.t.id) {
+		h.t.g.delivered(m.GetFrom())
 		h.h.Process(m)
 	}
 }
@@ -118,6 +132,7 @@ func (h *gateHandler) ProcessSnapshot(m *pb.Message, body io.Reader) error {
 	if !h.t.g.ok(m.GetFrom(), h.t.id) {
 		return errPartitioned
 	}
+	h.t.g.delivered(m.GetFrom())
 	return h.h.ProcessSnapshot(m, body)
 }
 
