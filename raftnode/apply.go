@@ -3,7 +3,6 @@ package raftnode
 import (
 	"fmt"
 
-	"github.com/dgraph-io/badger/v4"
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
@@ -18,37 +17,13 @@ const (
 	rotateOps   = 4000
 )
 
-// applyBatch is the badger transaction one Ready's committed entries are
-// applied in, together with the applied index.
-type applyBatch struct {
-	db         *badger.DB
-	txn        *badger.Txn
-	bytes, ops int
-}
-
-func (b *applyBatch) set(k, v []byte) error {
-	b.bytes += len(k) + len(v)
-	b.ops++
-	return b.txn.Set(k, v)
-}
-
-func (b *applyBatch) delete(k []byte) error {
-	b.bytes += len(k)
-	b.ops++
-	return b.txn.Delete(k)
-}
-
-// commit writes the batch with applied as the applied index and opens a new
-// transaction.
-func (b *applyBatch) commit(applied uint64) error {
-	if err := b.txn.Set(schema.Applied, schema.U64(applied)); err != nil {
+// commitApplied commits the chain's transaction with applied as the
+// applied index and begins the next one.
+func commitApplied(c *chain, applied uint64) error {
+	if err := c.set(schema.Applied, schema.U64(applied)); err != nil {
 		return err
 	}
-	if err := b.txn.Commit(); err != nil {
-		return err
-	}
-	b.txn, b.bytes, b.ops = b.db.NewTransaction(true), 0, 0
-	return nil
+	return c.rotate()
 }
 
 type peerChange struct {
@@ -57,87 +32,105 @@ type peerChange struct {
 	remove bool
 }
 
-// apply applies committed entries: commands to the Applier, conf changes to
-// raft, all in one transaction with the new applied index. Entries at or
-// below the applied index (already in a restored snapshot, or replayed after
-// a restart) are skipped, except that raft still learns their conf changes.
-func (l *loop) apply(ents []*pb.Entry) error {
+// applied is what an apply hands out once its transaction commits.
+type applied struct {
+	last    uint64 // new applied index; 0 if unchanged
+	seqs    []uint64
+	results []result
+	peers   []peerChange
+}
+
+// apply stages committed entries into c: commands to the Applier, conf
+// changes to raft, and the new applied index. Entries at or below the
+// applied index (already in a restored snapshot, or replayed after a
+// restart) are skipped, except that raft still learns their conf changes.
+// The caller commits c, then calls l.finishApply with the result.
+func (l *loop) apply(c *chain, ents []*pb.Entry) (applied, error) {
+	var out applied
 	if len(ents) == 0 {
-		return nil
+		return out, nil
 	}
 	n := l.n
-	applied := n.applied.Load()
+	prev := n.applied.Load()
 	last := ents[len(ents)-1].GetIndex()
-	b := &applyBatch{db: n.db, txn: n.db.NewTransaction(true)}
-	defer func() { b.txn.Discard() }()
-	var results []result
-	var seqs []uint64
-	var peers []peerChange
 	for _, e := range ents {
 		idx := e.GetIndex()
 		switch e.GetType() {
 		case pb.EntryNormal:
-			if idx <= applied || len(e.GetData()) == 0 {
+			if idx <= prev || len(e.GetData()) == 0 {
 				continue
 			}
 			var batch wire.ProposalBatch
 			if err := proto.Unmarshal(e.GetData(), &batch); err != nil {
-				return fmt.Errorf("entry %d: %w", idx, err)
+				return out, fmt.Errorf("entry %d: %w", idx, err)
 			}
 			for _, p := range batch.GetProposals() {
 				id := pid{p.GetOrigin(), p.GetSeq()}
 				if _, dup := l.dedup.appliedAt(id); dup {
 					continue
 				}
-				if b.bytes > rotateBytes || b.ops > rotateOps {
-					if err := b.commit(idx - 1); err != nil {
-						return err
+				if c.bytes > rotateBytes || c.ops > rotateOps {
+					// Entries before idx are whole; proposals of idx
+					// applied so far are in the dedup table.
+					if err := commitApplied(c, idx-1); err != nil {
+						return out, err
 					}
 				}
-				res, err := n.cfg.Applier.Apply(&Txn{txn: b.txn}, idx, p.GetData())
+				res, err := n.cfg.Applier.Apply(&Txn{txn: c.txn}, idx, p.GetData())
 				if err != nil {
-					return fmt.Errorf("entry %d: %w", idx, err)
+					return out, fmt.Errorf("entry %d: %w", idx, err)
 				}
-				b.bytes += 2*len(p.GetData()) + 128
-				b.ops += 4
-				if err := b.set(schema.DedupKey(idx, id.origin, id.seq), nil); err != nil {
-					return err
+				c.bytes += 2*len(p.GetData()) + 128
+				c.ops += 4
+				if err := c.set(schema.DedupKey(idx, id.origin, id.seq), nil); err != nil {
+					return out, err
 				}
 				l.dedup.add(idx, id)
 				if id.origin == n.origin {
-					seqs = append(seqs, id.seq)
-					results = append(results, result{data: res})
+					out.seqs = append(out.seqs, id.seq)
+					out.results = append(out.results, result{data: res})
 				}
 			}
 		case pb.EntryConfChange, pb.EntryConfChangeV2:
-			pc, seq, err := l.applyConfChange(b, e, applied)
+			pc, seq, err := l.applyConfChange(c, e, prev)
 			if err != nil {
-				return fmt.Errorf("entry %d: %w", idx, err)
+				return out, fmt.Errorf("entry %d: %w", idx, err)
 			}
-			peers = append(peers, pc...)
+			out.peers = append(out.peers, pc...)
 			if seq != 0 {
-				seqs = append(seqs, seq)
-				results = append(results, result{})
+				out.seqs = append(out.seqs, seq)
+				out.results = append(out.results, result{})
 			}
 		}
 	}
-	if last <= applied {
-		return nil
+	if last <= prev {
+		return out, nil
 	}
-	if err := l.dedup.prune(last, 1000, b.delete); err != nil {
-		return err
+	if err := l.dedup.prune(last, 1000, c.delete); err != nil {
+		return out, err
 	}
-	if err := b.commit(last); err != nil {
-		return err
+	if err := c.set(schema.Applied, schema.U64(last)); err != nil {
+		return out, err
 	}
-	n.applied.Store(last)
+	out.last = last
+	return out, nil
+}
+
+// finishApply publishes an apply whose transaction is committed: the
+// applied index, results to proposers, peer addresses to the transport.
+func (l *loop) finishApply(a applied) {
+	n := l.n
+	if a.last == 0 {
+		return
+	}
+	n.applied.Store(a.last)
 	if cn, ok := n.cfg.Applier.(CommitNotifier); ok {
-		cn.Committed(last)
+		cn.Committed(a.last)
 	}
-	for i, seq := range seqs {
-		l.deliver(seq, results[i])
+	for i, seq := range a.seqs {
+		l.deliver(seq, a.results[i])
 	}
-	for _, pc := range peers {
+	for _, pc := range a.peers {
 		switch {
 		case pc.id == n.cfg.ID:
 		case pc.remove:
@@ -146,12 +139,11 @@ func (l *loop) apply(ents []*pb.Entry) error {
 			n.tr.AddPeer(pc.id, pc.addr)
 		}
 	}
-	return nil
 }
 
 // applyConfChange applies the conf change entry e. It returns the address
 // changes for the transport and, if this peer proposed it, its sequence.
-func (l *loop) applyConfChange(b *applyBatch, e *pb.Entry, applied uint64) ([]peerChange, uint64, error) {
+func (l *loop) applyConfChange(b *chain, e *pb.Entry, applied uint64) ([]peerChange, uint64, error) {
 	var cc pb.ConfChangeI
 	var id pid
 	var addr string

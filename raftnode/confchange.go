@@ -18,8 +18,8 @@ var learnerSlack uint64 = 1000
 
 // AddLearner adds peer id, reachable at addr, as a non-voting member and
 // returns once the change is applied on this peer. The new peer starts with
-// an empty Peers list and catches up from the leader (by snapshot if the log
-// was compacted).
+// an empty Peers list (and Config.Join naming members it can reach) and
+// catches up from the leader (by snapshot if the log was compacted).
 func (n *Node) AddLearner(ctx context.Context, id uint64, addr string) error {
 	return n.confChange(ctx, pb.ConfChangeAddLearnerNode, id, addr)
 }

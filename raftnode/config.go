@@ -29,6 +29,13 @@ type Config struct {
 	// one-peer cluster and leads at once. Empty: this peer joins an
 	// existing cluster and waits to be added by a conf change.
 	Peers []Peer
+	// Join lists members of the existing cluster a joining peer (empty
+	// Peers) can reach before it learns the membership from the leader:
+	// without an address for the leader it could not answer its appends,
+	// and so never receive the log or snapshot that tells it the members.
+	// Addresses replicated through conf changes replace these. Optional
+	// with an in-memory transport that ignores addresses.
+	Join []Peer
 	// Transport carries messages to peers. Required. Start starts it and
 	// Stop closes it.
 	Transport transport.Transport
@@ -63,6 +70,12 @@ type Config struct {
 	SnapshotDir string
 	// BadgerOptions, if set, adjusts badger's options before Open.
 	BadgerOptions func(badger.Options) badger.Options
+
+	// testHook, if set, is called with the new Node before anything uses
+	// it (before storage is loaded and any goroutine starts), so that
+	// internal tests can wrap its unexported parts, e.g. n.commit, without
+	// racing the raft goroutine. Never set outside tests.
+	testHook func(*Node)
 }
 
 // Errors of the raft peer. All are errors.Is-able.
@@ -109,6 +122,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.MaxProposalBatch = 1 << 20
 	}
 	c.Peers = append([]Peer(nil), c.Peers...)
+	c.Join = append([]Peer(nil), c.Join...)
 	bad := func(format string, a ...any) (Config, error) {
 		return c, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, a...)...)
 	}

@@ -7,17 +7,21 @@ import (
 )
 
 // openDB opens the peer's badger DB: on disk in cfg.DataDir, or in memory.
-// Writes are not synced by badger itself: raftnode syncs the raft log
-// explicitly (storage.append) before anything depending on it is
-// acknowledged, and applied state never needs a sync (it is replayed from
-// the log after a crash).
+//
+// badger does not sync by default; raftnode turns SyncWrites on, so that
+// every commit is on disk when it returns. An explicit db.Sync after
+// unsynced commits is not enough: it syncs only the active memtable's WAL
+// and value-log file, so writes in a memtable or value-log file badger has
+// moved past meanwhile could be lost to a power cut while later ones survive.
+// Each Ready is written in one transaction (log, hard state, applied state),
+// so SyncWrites costs one sync per Ready, which is the minimum anyway.
 func openDB(cfg Config) (*badger.DB, error) {
 	opts := badger.DefaultOptions(cfg.DataDir)
 	if cfg.DataDir == "" {
 		opts = opts.WithInMemory(true)
 	}
 	opts = opts.
-		WithSyncWrites(false).
+		WithSyncWrites(cfg.DataDir != "").
 		WithLogger(newSlogAdapter(cfg.Logger, cfg.ID, "badger")).
 		WithMemTableSize(32 << 20).
 		WithNumMemtables(3).

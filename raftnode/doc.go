@@ -4,20 +4,20 @@
 //
 // # Architecture
 //
-//	 Propose ──► propC ─┐                       ┌──► Transport.Send / SendSnapshot
-//	 ReadIndex ► readC ─┤                       │
-//	 conf changes ──────┼──► loop (one goroutine owns raft.RawNode)
-//	 Transport ► recvC ─┘         │ Ready:
-//	                              │ 1. install a received snapshot (spooled file)
-//	                              │ 2. persist Entries + HardState, one badger
-//	                              │    batch, then fsync (db.Sync)
-//	                              │ 3. send Messages (a leader sends before 2)
-//	                              │ 4. apply CommittedEntries: one badger txn
-//	                              │    with the applied index; results to
-//	                              │    proposers; release ReadIndex waiters
-//	                              │ 5. Advance; compact the log if due
-//	                              ▼
-//	                           badger (keyspace: internal/schema)
+//	Propose      -> propC --+                  +--> Transport.Send / SendSnapshot
+//	ReadIndex    -> readC --+                  |
+//	conf changes -> funcC --+--> loop (one goroutine owns raft.RawNode)
+//	Transport    -> recvC --+       | Ready:
+//	                                | 1. install a received snapshot (spooled file)
+//	                                | 2. persist Entries + HardState and
+//	                                |    apply CommittedEntries with the applied
+//	                                |    index: one badger transaction, synced
+//	                                | 3. send Messages (a leader sends before 2)
+//	                                | 4. results to proposers; release ReadIndex
+//	                                |    waiters
+//	                                | 5. Advance; compact the log if due
+//	                                v
+//	                             badger (keyspace: internal/schema)
 //
 // loop.go is the only code that touches raft.RawNode; everything else
 // reaches it through channels. Calls on a [Node] are safe from any goroutine.
@@ -43,11 +43,11 @@
 // # Durability and restarts
 //
 // Entries and hard state are synced before any message that depends on them
-// is sent and before any proposal is acknowledged (badger itself does not
-// sync: raftnode calls db.Sync). Applied state and the applied index commit
-// in one transaction; it needs no sync because a restart replays the log
-// from the applied index. A restart never applies an entry twice nor skips
-// one.
+// is sent and before any proposal is acknowledged: badger does not sync by
+// default, raftnode opens it with SyncWrites and writes each Ready (log,
+// hard state, applied state and applied index) in one transaction, so one
+// sync per Ready covers it all. A restart replays the log from the applied
+// index: it never applies an entry twice nor skips one.
 //
 // # Snapshots
 //

@@ -48,7 +48,8 @@ func newLoop(n *Node) (*loop, error) {
 		spools:   map[uint64]string{},
 		changedC: make(chan struct{}),
 	}
-	n.changed.Store(&l.changedC)
+	ch := l.changedC // a copy: see notifyChanged
+	n.changed.Store(&ch)
 	applied, err := loadApplied(n.db)
 	if err != nil {
 		return nil, err
@@ -140,6 +141,12 @@ func loadApplied(db *badger.DB) (uint64, error) {
 func (l *loop) run() {
 	n := l.n
 	defer close(n.doneC)
+	// Join addresses first: those replicated in the DB, if any, are newer.
+	for _, p := range n.cfg.Join {
+		if p.ID != n.cfg.ID && p.ID != 0 {
+			n.tr.AddPeer(p.ID, p.Addr)
+		}
+	}
 	for id, addr := range n.Peers() {
 		if id != n.cfg.ID {
 			n.tr.AddPeer(id, addr)
@@ -257,7 +264,11 @@ func (l *loop) onLeaderChange() {
 func (l *loop) notifyChanged() {
 	close(l.changedC)
 	l.changedC = make(chan struct{})
-	l.n.changed.Store(&l.changedC)
+	// Publish a pointer to a copy, never to l.changedC itself: readers
+	// dereference it on their goroutines while the next call rewrites the
+	// field (a data race).
+	ch := l.changedC
+	l.n.changed.Store(&ch)
 }
 
 // handleReady does one Ready's work in raft's required order.
@@ -285,24 +296,36 @@ func (l *loop) handleReady() error {
 			return fmt.Errorf("raftnode: install snapshot: %w", err)
 		}
 	}
-	// 2. Persist Entries and HardState, synced, before sending messages
-	// that depend on them (votes, append responses).
+	// 2. Persist Entries and HardState, and 4. apply CommittedEntries, in
+	// one transaction chain with the applied index: the DB syncs each
+	// commit, so one sync per Ready covers both. Committed entries may be
+	// among this Ready's Entries; they become durable together.
 	var hs *pb.HardState
 	if !raft.IsEmptyHardState(rd.HardState) {
 		hs = rd.HardState
 	}
-	if err := l.st.append(rd.Entries, hs, rd.MustSync, l.n.sync); err != nil {
+	c := l.n.newChain()
+	defer c.discard()
+	if err := l.st.stage(c, rd.Entries, hs); err != nil {
 		return fmt.Errorf("raftnode: persist: %w", err)
 	}
-	// 3. Send.
+	a, err := l.apply(c, rd.CommittedEntries)
+	if err != nil {
+		return fmt.Errorf("raftnode: apply: %w", err)
+	}
+	if len(rd.Entries) > 0 || hs != nil || a.last != 0 {
+		if err := c.done(); err != nil {
+			return fmt.Errorf("raftnode: persist: %w", err)
+		}
+	}
+	l.st.appended(rd.Entries, hs)
+	// 3. Send, now that what the messages promise is durable.
 	if !leader {
 		l.send(rd.Messages)
 	}
-	// 4. Apply committed entries, then serve reads they unblock.
+	// Results reach proposers and reads are served only after the commit.
 	l.reads.indexed(rd.ReadStates, l.n.applied.Load())
-	if err := l.apply(rd.CommittedEntries); err != nil {
-		return fmt.Errorf("raftnode: apply: %w", err)
-	}
+	l.finishApply(a)
 	l.reads.release(l.n.applied.Load())
 	// 5. Advance.
 	l.rn.Advance(rd)

@@ -33,7 +33,7 @@ type Node struct {
 	status  atomic.Pointer[Status]
 	changed atomic.Pointer[chan struct{}] // closed on leader or term change
 	log     *slog.Logger
-	sync    func() error // makes written raft state durable; tests wrap it
+	commit  func(*badger.Txn) error // commits durably (SyncWrites); tests wrap it
 
 	propC   chan *proposal
 	recvC   chan *pb.Message
@@ -101,10 +101,13 @@ func start(cfg Config, db *badger.DB) (*Node, error) {
 		stopC:   make(chan struct{}),
 		doneC:   make(chan struct{}),
 		log:     cfg.Logger,
-		sync:    db.Sync,
+		commit:  (*badger.Txn).Commit,
 	}
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.testHook != nil {
+		cfg.testHook(n)
 	}
 	st, err := openStorage(db)
 	if err != nil {
@@ -123,6 +126,13 @@ func start(cfg Config, db *badger.DB) (*Node, error) {
 	}
 	go l.run()
 	return n, nil
+}
+
+// newChain begins a write chain committed through n.commit.
+func (n *Node) newChain() *chain {
+	c := newChain(n.db)
+	c.commit = n.commit
+	return c
 }
 
 // ID returns this peer's raft id.

@@ -51,7 +51,7 @@ func LoadPrefix(db *badger.DB, prefix []byte, r io.Reader) error {
 	if !ok {
 		br = bufio.NewReaderSize(r, 64<<10)
 	}
-	c := newChain(db)
+	c := newRestoreChain(db)
 	defer c.discard()
 	for {
 		k, err := readChunk(br)
@@ -72,7 +72,7 @@ func LoadPrefix(db *badger.DB, prefix []byte, r io.Reader) error {
 			return err
 		}
 	}
-	return c.commit()
+	return c.done()
 }
 
 func readChunk(r *bufio.Reader) ([]byte, error) {

@@ -26,8 +26,9 @@ import (
 //
 // where record(m) is a uvarint length followed by m's protobuf encoding.
 // The state it carries is the state after applying entry
-// SnapshotHeader.applied_index, which may be newer than the raft snapshot
-// metadata it travels with; entries up to it are skipped on the receiver.
+// SnapshotHeader.applied_index. The sender makes the raft snapshot metadata
+// it travels with describe that index; should the state still be newer,
+// entries up to it are skipped on the receiver.
 
 const snapshotVersion = 1
 
@@ -39,6 +40,18 @@ const maxSnapshotRecord = 1 << 20
 func (l *loop) sendSnapshot(m *pb.Message) {
 	n := l.n
 	txn := n.db.NewTransaction(false)
+	// raft filled m's metadata from the last compaction point, but the body
+	// is the state as of the applied index, with the conf changes applied
+	// since. Describe that state instead (as etcd does): the receiver's raft
+	// ignores a snapshot whose ConfState lacks it, as one from before the
+	// AddLearner of a new peer does.
+	if applied := n.applied.Load(); applied > m.GetSnapshot().GetMetadata().GetIndex() {
+		if term, err := l.st.Term(applied); err == nil {
+			m.Snapshot = &pb.Snapshot{Metadata: &pb.SnapshotMetadata{
+				Index: new(applied), Term: new(term), ConfState: l.st.confState(),
+			}}
+		}
+	}
 	pr, pw := io.Pipe()
 	n.wg.Add(1)
 	go func() {
@@ -172,9 +185,6 @@ func (n *Node) restore(path string, meta *pb.SnapshotMetadata) error {
 	if err := n.db.Update(func(txn *badger.Txn) error { return txn.Set(schema.Restoring, marker) }); err != nil {
 		return err
 	}
-	if err := n.sync(); err != nil {
-		return err
-	}
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -187,10 +197,12 @@ func (n *Node) restore(path string, meta *pb.SnapshotMetadata) error {
 	if applied < meta.GetIndex() {
 		return fmt.Errorf("raftnode: snapshot state at %d is older than its metadata %d", applied, meta.GetIndex())
 	}
-	if err := n.db.Update(func(txn *badger.Txn) error { return txn.Set(schema.Applied, schema.U64(applied)) }); err != nil {
+	c := n.newChain()
+	defer c.discard()
+	if err := c.set(schema.Applied, schema.U64(applied)); err != nil {
 		return err
 	}
-	if err := n.st.installSnapshot(meta, n.sync); err != nil {
+	if err := n.st.installSnapshot(c, meta); err != nil {
 		return err
 	}
 	if err := n.db.Update(func(txn *badger.Txn) error { return txn.Delete(schema.Restoring) }); err != nil {
@@ -215,7 +227,7 @@ func (n *Node) restoreFrom(r *bufio.Reader) (uint64, error) {
 	if hdr.GetVersion() != snapshotVersion {
 		return 0, fmt.Errorf("raftnode: snapshot version %d, want %d", hdr.GetVersion(), snapshotVersion)
 	}
-	c := newChain(n.db)
+	c := newRestoreChain(n.db)
 	defer c.discard()
 	var stale [][]byte
 	err := n.db.View(func(txn *badger.Txn) error {
@@ -252,7 +264,7 @@ func (n *Node) restoreFrom(r *bufio.Reader) (uint64, error) {
 			return 0, err
 		}
 	}
-	if err := c.commit(); err != nil {
+	if err := c.done(); err != nil {
 		return 0, err
 	}
 	if err := n.cfg.Applier.Restore(n.db, r); err != nil {

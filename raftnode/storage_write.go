@@ -12,21 +12,52 @@ import (
 
 // chain is a sequence of badger transactions used as one ordered write
 // batch: when a transaction fills up it is committed and a new one begun.
-// Only the last commit can be partial on a crash, and raft tolerates a log
-// that ends early (the entries were never acknowledged).
+// The DB syncs every commit (SyncWrites), so a crash keeps a prefix of the
+// chain: raft tolerates a log that ends early (those entries were never
+// acknowledged), and applied state always commits with its applied index.
 type chain struct {
-	db  *badger.DB
-	txn *badger.Txn
+	db     *badger.DB
+	txn    *badger.Txn
+	commit func(*badger.Txn) error // makes txn durable; Node.commit
+	limit  int                     // if > 0, rotate before txn holds more key and value bytes
+	bytes  int                     // keys and values set in txn
+	ops    int                     // sets and deletes in txn
 }
 
-func newChain(db *badger.DB) *chain { return &chain{db: db, txn: db.NewTransaction(true)} }
+func newChain(db *badger.DB) *chain {
+	return &chain{db: db, txn: db.NewTransaction(true), commit: (*badger.Txn).Commit}
+}
+
+// restoreTxnBytes caps the keys and values one transaction of a restore's
+// chain holds in memory until its commit. badger's own limit, ErrTxnTooBig,
+// counts only a pointer for a value bound for the value log (at or above
+// ValueThreshold): without this cap a restore of large values kept the
+// whole state in memory until its one commit.
+const restoreTxnBytes = 4 << 20
+
+// newRestoreChain returns a chain that also rotates every restoreTxnBytes,
+// for writes of unbounded size such as a snapshot's state.
+func newRestoreChain(db *badger.DB) *chain {
+	c := newChain(db)
+	c.limit = restoreTxnBytes
+	return c
+}
 
 func (c *chain) set(k, v []byte) error {
+	if c.limit > 0 && c.bytes > 0 && c.bytes+len(k)+len(v) > c.limit {
+		if err := c.rotate(); err != nil {
+			return err
+		}
+	}
 	err := c.txn.Set(k, v)
 	if errors.Is(err, badger.ErrTxnTooBig) {
 		if err = c.rotate(); err == nil {
 			err = c.txn.Set(k, v)
 		}
+	}
+	if err == nil {
+		c.bytes += len(k) + len(v)
+		c.ops++
 	}
 	return err
 }
@@ -38,19 +69,25 @@ func (c *chain) delete(k []byte) error {
 			err = c.txn.Delete(k)
 		}
 	}
+	if err == nil {
+		c.bytes += len(k)
+		c.ops++
+	}
 	return err
 }
 
+// rotate commits the current transaction and begins the next.
 func (c *chain) rotate() error {
-	if err := c.txn.Commit(); err != nil {
+	if err := c.commit(c.txn); err != nil {
 		return err
 	}
-	c.txn = c.db.NewTransaction(true)
+	c.txn, c.bytes, c.ops = c.db.NewTransaction(true), 0, 0
 	return nil
 }
 
-func (c *chain) commit() error { return c.txn.Commit() }
-func (c *chain) discard()      { c.txn.Discard() }
+// done commits the last transaction; the chain is spent after it.
+func (c *chain) done() error { return c.commit(c.txn) }
+func (c *chain) discard()    { c.txn.Discard() }
 func (c *chain) setProto(k []byte, m proto.Message) error {
 	b, err := proto.Marshal(m)
 	if err != nil {
@@ -59,14 +96,10 @@ func (c *chain) setProto(k []byte, m proto.Message) error {
 	return c.set(k, b)
 }
 
-// append persists new entries and the hard state, then syncs if mustSync.
-// Entries after the last new one are removed (raft overwrote them).
-func (s *storage) append(ents []*pb.Entry, hs *pb.HardState, mustSync bool, sync func() error) error {
-	if len(ents) == 0 && hs == nil {
-		return nil
-	}
-	c := newChain(s.db)
-	defer c.discard()
+// stage writes new entries and the hard state into c. Entries after the
+// last new one are removed (raft overwrote them). Call appended once c is
+// committed.
+func (s *storage) stage(c *chain, ents []*pb.Entry, hs *pb.HardState) error {
 	for _, e := range ents {
 		if err := c.setProto(schema.EntryKey(e.GetIndex()), e); err != nil {
 			return err
@@ -83,18 +116,14 @@ func (s *storage) append(ents []*pb.Entry, hs *pb.HardState, mustSync bool, sync
 		}
 	}
 	if hs != nil {
-		if err := c.setProto(schema.RaftHardState, hs); err != nil {
-			return err
-		}
+		return c.setProto(schema.RaftHardState, hs)
 	}
-	if err := c.commit(); err != nil {
-		return err
-	}
-	if mustSync {
-		if err := sync(); err != nil {
-			return err
-		}
-	}
+	return nil
+}
+
+// appended makes entries and hard state staged and committed by stage
+// visible to raft.
+func (s *storage) appended(ents []*pb.Entry, hs *pb.HardState) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if hs != nil {
@@ -109,10 +138,16 @@ func (s *storage) append(ents []*pb.Entry, hs *pb.HardState, mustSync bool, sync
 			s.cache = append([]*pb.Entry(nil), ents...)
 		}
 		if over := len(s.cache) - logCacheSize; over > 0 {
-			s.cache = append([]*pb.Entry(nil), s.cache[over:]...)
+			// Slide the newest entries down in place rather than copy
+			// them to a new array: once the cache is full every Ready
+			// trims it, and a fresh array each time cost two 32 KiB+
+			// allocations per Ready (the next append had to grow it
+			// again). Safe: Entries hands out copies, never the array.
+			kept := copy(s.cache, s.cache[over:])
+			clear(s.cache[kept:]) // release the dropped entries
+			s.cache = s.cache[:kept]
 		}
 	}
-	return nil
 }
 
 // compact records meta as the newest snapshot point and deletes the log up
@@ -134,7 +169,7 @@ func (s *storage) compact(meta *pb.SnapshotMetadata) error {
 			return err
 		}
 	}
-	if err := c.commit(); err != nil {
+	if err := c.done(); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -167,7 +202,7 @@ func (s *storage) confState() *pb.ConfState {
 // installSnapshot makes meta the log's start after a received snapshot was
 // restored: the whole old log is dropped and the hard state's commit moved
 // up to the snapshot if it was behind.
-func (s *storage) installSnapshot(meta *pb.SnapshotMetadata, sync func() error) error {
+func (s *storage) installSnapshot(c *chain, meta *pb.SnapshotMetadata) error {
 	s.mu.Lock()
 	oldFirst, oldLast := s.snap.GetIndex()+1, s.last
 	hs := proto.Clone(s.hs).(*pb.HardState)
@@ -175,8 +210,6 @@ func (s *storage) installSnapshot(meta *pb.SnapshotMetadata, sync func() error) 
 	if hs.GetCommit() < meta.GetIndex() {
 		hs.Commit = new(meta.GetIndex())
 	}
-	c := newChain(s.db)
-	defer c.discard()
 	for i := oldFirst; i <= oldLast; i++ {
 		if err := c.delete(schema.EntryKey(i)); err != nil {
 			return err
@@ -188,10 +221,7 @@ func (s *storage) installSnapshot(meta *pb.SnapshotMetadata, sync func() error) 
 	if err := c.setProto(schema.RaftHardState, hs); err != nil {
 		return err
 	}
-	if err := c.commit(); err != nil {
-		return err
-	}
-	if err := sync(); err != nil {
+	if err := c.done(); err != nil {
 		return err
 	}
 	s.mu.Lock()

@@ -1,0 +1,464 @@
+package raftnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	pb "go.etcd.io/raft/v3/raftpb"
+
+	"github.com/concordkv/concord/internal/schema"
+	"github.com/concordkv/concord/transport"
+)
+
+// These tests prove that raftnode fsyncs the raft state it wrote to badger
+// before anything that depends on it leaves the peer: an acknowledged
+// proposal, an entry applied, an append response or a granted vote. They
+// wrap each node's commit function (through Config.testHook) so that it
+// records what badger holds once a commit succeeded: the DB runs with
+// SyncWrites (see TestSyncWritesOn), so every commit so far is on disk then.
+// TestSyncCallsReachTheDisk checks the syscalls themselves.
+
+// syncProbe watches one peer's syncs. It survives the peer's restarts.
+type syncProbe struct {
+	mu     sync.Mutex
+	calls  int           // successful syncs
+	synced uint64        // newest log index durable: in badger when the last successful sync began
+	hs     *pb.HardState // the hard state durable likewise
+	failAt int           // if > 0, the failAt-th sync and all later ones fail
+	failed bool
+
+	bad     []string // ordering violations seen
+	appResp int      // MsgAppResp checked
+	voteRsp int      // granted MsgVoteResp checked
+}
+
+var errSyncInjected = errors.New("injected sync failure")
+
+// hook is a Config.testHook: it wraps the node's commit. The raft state the
+// node starts from counts as durable: it was read back from disk, after a
+// clean Stop (badger's Close syncs) or a fresh start.
+func (p *syncProbe) hook(n *Node) {
+	last, hs, err := syncCandidate(n.db)
+	if err != nil {
+		panic(err)
+	}
+	p.mu.Lock()
+	p.synced, p.hs = last, hs
+	p.mu.Unlock()
+	inner := n.commit
+	n.commit = func(txn *badger.Txn) error {
+		p.mu.Lock()
+		fail := p.failAt > 0 && p.calls+1 >= p.failAt
+		p.failed = p.failed || fail
+		p.mu.Unlock()
+		if fail {
+			txn.Discard()
+			return errSyncInjected // as if the synced write failed: nothing is durable
+		}
+		if err := inner(txn); err != nil {
+			return err
+		}
+		// Every commit syncs (SyncWrites), so everything in badger now is
+		// durable.
+		last, hs, err := syncCandidate(n.db)
+		if err != nil {
+			return err
+		}
+		p.mu.Lock()
+		p.calls++
+		p.synced, p.hs = last, hs
+		p.mu.Unlock()
+		return nil
+	}
+}
+
+// syncCandidate returns the last raft log index and the hard state in db.
+func syncCandidate(db *badger.DB) (uint64, *pb.HardState, error) {
+	var last uint64
+	hs := &pb.HardState{}
+	err := db.View(func(txn *badger.Txn) error {
+		if err := getProto(txn, schema.RaftHardState, hs); err != nil {
+			return err
+		}
+		opts := badger.DefaultIteratorOptions
+		opts.Reverse, opts.PrefetchValues = true, false
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		it.Seek(schema.EntryKey(^uint64(0)))
+		if it.ValidForPrefix(schema.RaftEntry) {
+			last = schema.EntryIndex(it.Item().Key())
+		}
+		return nil
+	})
+	return last, hs, err
+}
+
+func (p *syncProbe) state() (calls int, synced uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.calls, p.synced
+}
+
+func (p *syncProbe) violation(format string, a ...any) {
+	p.mu.Lock()
+	if len(p.bad) < 20 {
+		p.bad = append(p.bad, fmt.Sprintf(format, a...))
+	}
+	p.mu.Unlock()
+}
+
+// probeTransport checks every message a peer sends that raft may only send
+// once the state it vouches for is durable.
+type probeTransport struct {
+	transport.Transport
+	p *syncProbe
+}
+
+func (t *probeTransport) Send(msgs []*pb.Message) {
+	t.p.mu.Lock()
+	synced, hs := t.p.synced, t.p.hs
+	t.p.mu.Unlock()
+	for _, m := range msgs {
+		switch {
+		case m.GetType() == pb.MsgAppResp && !m.GetReject():
+			// "I hold the log up to m.Index": it must be durable.
+			t.p.mu.Lock()
+			t.p.appResp++
+			t.p.mu.Unlock()
+			if m.GetIndex() > synced {
+				t.p.violation("peer %d acked appends up to %d to %d with only %d synced", m.GetFrom(), m.GetIndex(), m.GetTo(), synced)
+			}
+		case m.GetType() == pb.MsgVoteResp && !m.GetReject():
+			// A granted vote: the term and vote must be durable.
+			t.p.mu.Lock()
+			t.p.voteRsp++
+			t.p.mu.Unlock()
+			if hs.GetTerm() != m.GetTerm() || hs.GetVote() != m.GetTo() {
+				t.p.violation("peer %d granted its term %d vote to %d with synced term %d vote %d", m.GetFrom(), m.GetTerm(), m.GetTo(), hs.GetTerm(), hs.GetVote())
+			}
+		}
+	}
+	t.Transport.Send(msgs)
+}
+
+// indexApplier returns each command's entry index as its result, and checks
+// that the entry was durable on this peer when applied, or is written in the
+// same transaction as its effects (so neither is durable without the other).
+type indexApplier struct{ p *syncProbe }
+
+func (a indexApplier) Apply(txn *Txn, index uint64, cmd []byte) ([]byte, error) {
+	if _, synced := a.p.state(); index > synced {
+		if _, err := txn.Get(schema.EntryKey(index)); err != nil {
+			a.p.violation("applied entry %d with only %d synced, and not in the same transaction (%v)", index, synced, err)
+		}
+	}
+	if err := txn.Set(append([]byte("s/sync/"), cmd...), nil); err != nil {
+		return nil, err
+	}
+	return schema.U64(index), nil
+}
+
+func (indexApplier) Snapshot(*badger.Txn, io.Writer) error { return nil }
+func (indexApplier) Restore(*badger.DB, io.Reader) error   { return nil }
+
+// syncPeers is a set of on-disk peers with probes, on an in-memory network.
+type syncPeers struct {
+	t      *testing.T
+	dir    string
+	net    *transport.Network
+	peers  []Peer
+	probes []*syncProbe
+	nodes  []*Node
+}
+
+func newSyncPeers(t *testing.T, count int) *syncPeers {
+	s := &syncPeers{t: t, dir: t.TempDir(), net: transport.NewNetwork(1)}
+	for i := range count {
+		s.peers = append(s.peers, Peer{ID: uint64(i + 1), Addr: fmt.Sprintf("mem://%d", i+1)})
+		s.probes = append(s.probes, &syncProbe{})
+	}
+	s.nodes = make([]*Node, count)
+	for i := range count {
+		s.start(i)
+	}
+	t.Cleanup(func() {
+		for i := range s.nodes {
+			s.stop(i)
+		}
+		s.net.Close()
+	})
+	return s
+}
+
+func (s *syncPeers) start(i int) {
+	s.t.Helper()
+	p := s.probes[i]
+	n, err := Start(Config{
+		ID:             uint64(i + 1),
+		DataDir:        filepath.Join(s.dir, fmt.Sprintf("peer%d", i+1)),
+		Peers:          s.peers,
+		Transport:      &probeTransport{Transport: s.net.Transport(uint64(i + 1)), p: p},
+		Applier:        indexApplier{p},
+		TickInterval:   10 * time.Millisecond,
+		ElectionTicks:  10,
+		HeartbeatTicks: 1,
+		testHook:       p.hook,
+	})
+	if err != nil {
+		s.t.Fatalf("start peer %d: %v", i+1, err)
+	}
+	s.nodes[i] = n
+}
+
+func (s *syncPeers) stop(i int) {
+	if n := s.nodes[i]; n != nil {
+		s.nodes[i] = nil
+		if err := n.Stop(); err != nil {
+			s.t.Errorf("stop peer %d: %v", i+1, err)
+		}
+	}
+}
+
+// propose makes count proposals from 8 goroutines, spread over the running
+// peers, and checks each acknowledgement: the proposal's entry was durable
+// on the proposer and on a quorum of peers when Propose returned.
+func (s *syncPeers) propose(ctx context.Context, tag string, count int) {
+	s.t.Helper()
+	var running []int
+	for i, n := range s.nodes {
+		if n != nil {
+			running = append(running, i)
+		}
+	}
+	var g syncGroup
+	for w := range 8 {
+		g.Go(func() error {
+			for k := w; k < count; k += 8 {
+				i := running[k%len(running)]
+				res, err := s.nodes[i].Propose(ctx, fmt.Appendf(nil, "%s-%d", tag, k))
+				if err != nil {
+					return fmt.Errorf("propose %s-%d on peer %d: %w", tag, k, i+1, err)
+				}
+				idx, ok := schema.ParseU64(res)
+				if !ok {
+					return fmt.Errorf("result %x", res)
+				}
+				if _, synced := s.probes[i].state(); idx > synced {
+					return fmt.Errorf("peer %d acknowledged entry %d with only %d synced", i+1, idx, synced)
+				}
+				durable := 0
+				for _, p := range s.probes {
+					if _, synced := p.state(); synced >= idx {
+						durable++
+					}
+				}
+				if durable <= len(s.probes)/2 {
+					return fmt.Errorf("entry %d acknowledged while durable on %d of %d peers", idx, durable, len(s.probes))
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+func (s *syncPeers) waitLeader(ctx context.Context) {
+	s.t.Helper()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var lead uint64
+		agree := true
+		for _, n := range s.nodes {
+			if n != nil {
+				l := n.Leader()
+				agree = agree && l != 0 && (lead == 0 || l == lead)
+				lead = l
+			}
+		}
+		if agree && lead != 0 {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			s.t.Fatalf("no leader: %v", ctx.Err())
+		}
+	}
+}
+
+// TestSyncBeforeAck: with three on-disk peers, every acknowledged proposal
+// was synced on the proposer and on a quorum, every applied entry was
+// synced on its peer, and every append response and granted vote left a
+// peer only after the state it vouches for was synced; also across a
+// follower's restart and catch-up.
+func TestSyncBeforeAck(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s := newSyncPeers(t, 3)
+	s.waitLeader(ctx)
+	s.propose(ctx, "a", 300)
+
+	// A follower misses entries, restarts and catches up: its append
+	// responses for them come after they are synced.
+	f := 0
+	if s.nodes[0].IsLeader() {
+		f = 1
+	}
+	s.stop(f)
+	s.propose(ctx, "b", 200)
+	s.start(f)
+	s.waitLeader(ctx)
+	s.propose(ctx, "c", 200)
+	for _, n := range s.nodes {
+		if err := n.ReadIndex(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	for i, p := range s.probes {
+		p.mu.Lock()
+		t.Logf("peer %d: %d syncs, synced to %d, %d append responses and %d votes checked",
+			i+1, p.calls, p.synced, p.appResp, p.voteRsp)
+		for _, b := range p.bad {
+			t.Errorf("peer %d: %s", i+1, b)
+		}
+		if p.calls == 0 {
+			t.Errorf("peer %d never synced", i+1)
+		}
+		p.mu.Unlock()
+	}
+	appResp, votes := 0, 0
+	for _, p := range s.probes {
+		appResp += p.appResp
+		votes += p.voteRsp
+	}
+	if appResp == 0 || votes == 0 {
+		t.Errorf("checked %d append responses and %d granted votes: want some of each", appResp, votes)
+	}
+}
+
+// TestSyncFailureBlocksAck: when a sync fails, nothing it should have made
+// durable is acknowledged, and the peer stops with the error.
+func TestSyncFailureBlocksAck(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p := &syncProbe{failAt: 40}
+	net := transport.NewNetwork(1)
+	defer net.Close()
+	n, err := Start(Config{
+		ID: 1, DataDir: t.TempDir(), Peers: []Peer{{ID: 1, Addr: "mem://1"}},
+		Transport: &probeTransport{Transport: net.Transport(1), p: p}, Applier: indexApplier{p},
+		testHook: p.hook,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop()
+	var g syncGroup
+	var mu sync.Mutex
+	acked := 0
+	for w := range 4 {
+		g.Go(func() error {
+			for k := 0; ; k++ {
+				res, err := n.Propose(ctx, fmt.Appendf(nil, "%d-%d", w, k))
+				if err != nil {
+					if !errors.Is(err, ErrStopped) {
+						return fmt.Errorf("propose after the failure: %w, want ErrStopped", err)
+					}
+					return nil
+				}
+				idx, _ := schema.ParseU64(res)
+				if _, synced := p.state(); idx > synced {
+					return fmt.Errorf("entry %d acknowledged with only %d synced", idx, synced)
+				}
+				mu.Lock()
+				acked++
+				mu.Unlock()
+			}
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	<-n.Done()
+	if !errors.Is(n.Err(), errSyncInjected) {
+		t.Fatalf("peer stopped with %v, want the sync failure", n.Err())
+	}
+	calls, synced := p.state()
+	t.Logf("%d proposals acknowledged over %d syncs (to index %d) before the failure", acked, calls, synced)
+	if acked == 0 || !p.failed {
+		t.Fatalf("acked %d, sync failed %v: the test proved nothing", acked, p.failed)
+	}
+	for _, b := range p.bad {
+		t.Error(b)
+	}
+}
+
+// TestSyncWritesOn: badger does not sync by default (its commits reach the
+// OS, not the disk); raftnode opens it with SyncWrites, so every commit is
+// on disk when it returns, and every proposal is acknowledged only after a
+// commit that covers its entry.
+func TestSyncWritesOn(t *testing.T) {
+	if badger.DefaultOptions(t.TempDir()).SyncWrites {
+		t.Fatal("badger now syncs by default: revisit db.go")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p := &syncProbe{}
+	net := transport.NewNetwork(1)
+	defer net.Close()
+	n, err := Start(Config{
+		ID: 1, DataDir: t.TempDir(), Peers: []Peer{{ID: 1, Addr: "mem://1"}},
+		Transport: net.Transport(1), Applier: indexApplier{p},
+		testHook: p.hook,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop()
+	if opts := n.DB().Opts(); !opts.SyncWrites || opts.InMemory {
+		t.Fatalf("badger SyncWrites=%v InMemory=%v, want an on-disk DB that syncs every commit", opts.SyncWrites, opts.InMemory)
+	}
+	for k := range 20 {
+		before, _ := p.state()
+		res, err := n.Propose(ctx, fmt.Appendf(nil, "%d", k))
+		if err != nil {
+			t.Fatal(err)
+		}
+		after, synced := p.state()
+		idx, _ := schema.ParseU64(res)
+		if after == before || synced < idx {
+			t.Fatalf("proposal %d (entry %d) acknowledged after %d new commits, synced to %d", k, idx, after-before, synced)
+		}
+	}
+}
+
+// syncGroup runs goroutines and keeps the first error.
+type syncGroup struct {
+	wg   sync.WaitGroup
+	once sync.Once
+	err  error
+}
+
+func (g *syncGroup) Go(f func() error) {
+	g.wg.Go(func() {
+		if err := f(); err != nil {
+			g.once.Do(func() { g.err = err })
+		}
+	})
+}
+
+func (g *syncGroup) Wait() error {
+	g.wg.Wait()
+	return g.err
+}
