@@ -65,8 +65,9 @@ type Config struct {
 	// MaxProposalBatch caps the bytes of proposals packed into one entry.
 	// Default 1 MiB.
 	MaxProposalBatch int
-	// SnapshotDir holds received snapshots while they are installed.
-	// Default DataDir/snap, or the OS temp dir in memory mode.
+	// SnapshotDir holds received snapshots while they are installed; it
+	// must be this peer's alone (leftover *.snap files are removed). Default
+	// DataDir/snap, or a temporary directory removed by Stop in memory mode.
 	SnapshotDir string
 	// BadgerOptions, if set, adjusts badger's options before Open.
 	BadgerOptions func(badger.Options) badger.Options

@@ -45,6 +45,7 @@ type Node struct {
 	doneC     chan struct{}
 	stopOnce  sync.Once
 	closeOnce sync.Once
+	tmpDir    string // snapshot dir of an in-memory peer, removed on Stop
 	closeErr  error
 	crashed   atomic.Bool
 
@@ -75,12 +76,24 @@ func Start(cfg Config) (*Node, error) {
 }
 
 func start(cfg Config, db *badger.DB) (*Node, error) {
-	if cfg.SnapshotDir == "" {
-		cfg.SnapshotDir = os.TempDir()
-		if cfg.DataDir != "" {
-			cfg.SnapshotDir = filepath.Join(cfg.DataDir, "snap")
+	tmpSnapDir := ""
+	switch {
+	case cfg.SnapshotDir != "":
+	case cfg.DataDir != "":
+		cfg.SnapshotDir = filepath.Join(cfg.DataDir, "snap")
+	default:
+		dir, err := os.MkdirTemp("", "raftnode-snap-")
+		if err != nil {
+			return nil, fmt.Errorf("raftnode: snapshot dir: %w", err)
 		}
+		cfg.SnapshotDir, tmpSnapDir = dir, dir
 	}
+	started := false
+	defer func() {
+		if !started && tmpSnapDir != "" {
+			os.RemoveAll(tmpSnapDir)
+		}
+	}()
 	if err := os.MkdirAll(cfg.SnapshotDir, 0o700); err != nil {
 		return nil, fmt.Errorf("raftnode: snapshot dir: %w", err)
 	}
@@ -100,6 +113,7 @@ func start(cfg Config, db *badger.DB) (*Node, error) {
 		reportC: make(chan report, 1024),
 		stopC:   make(chan struct{}),
 		doneC:   make(chan struct{}),
+		tmpDir:  tmpSnapDir,
 		log:     cfg.Logger,
 		commit:  (*badger.Txn).Commit,
 	}
@@ -117,6 +131,7 @@ func start(cfg Config, db *badger.DB) (*Node, error) {
 	if err := n.resumeRestore(); err != nil {
 		return nil, err
 	}
+	n.removeSpools() // bodies received but never installed before a stop
 	l, err := newLoop(n)
 	if err != nil {
 		return nil, err
@@ -125,6 +140,7 @@ func start(cfg Config, db *badger.DB) (*Node, error) {
 		return nil, fmt.Errorf("raftnode: start transport: %w", err)
 	}
 	go l.run()
+	started = true
 	return n, nil
 }
 
@@ -166,8 +182,25 @@ func (n *Node) Stop() error {
 		trErr := n.tr.Close() // ends snapshot streams, so their writers return
 		n.wg.Wait()
 		n.closeErr = errors.Join(trErr, n.db.Close())
+		n.removeSpools()
+		n.removeTmpDir()
 	})
 	return n.closeErr
+}
+
+// removeSpools deletes received snapshot bodies left in the snapshot dir;
+// none is needed once no install is in progress.
+func (n *Node) removeSpools() {
+	names, _ := filepath.Glob(filepath.Join(n.cfg.SnapshotDir, "*.snap"))
+	for _, name := range names {
+		os.Remove(name)
+	}
+}
+
+func (n *Node) removeTmpDir() {
+	if n.tmpDir != "" {
+		os.RemoveAll(n.tmpDir)
+	}
 }
 
 // Crash stops the peer abruptly, as a killed process would: the raft
