@@ -3,6 +3,7 @@ module github.com/concordkv/concord
 go 1.26.0
 
 require (
+	github.com/anishathalye/porcupine v1.3.1
 	github.com/dgraph-io/badger/v4 v4.9.6
 	go.etcd.io/raft/v3 v3.7.0
 	go.uber.org/goleak v1.3.0

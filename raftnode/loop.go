@@ -324,7 +324,7 @@ func (l *loop) handleReady() error {
 		l.send(rd.Messages)
 	}
 	// Results reach proposers and reads are served only after the commit.
-	l.reads.indexed(rd.ReadStates, l.n.applied.Load())
+	l.reads.indexed(rd.ReadStates, l.n.origin, l.n.applied.Load())
 	l.finishApply(a)
 	l.reads.release(l.n.applied.Load())
 	// 5. Advance.

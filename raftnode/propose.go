@@ -36,7 +36,9 @@ type result struct {
 // apply path recognises, so a command applies once however often it is sent.
 //
 // If ctx ends first, Propose returns ctx.Err(); the command may or may not
-// be applied later.
+// be applied later. If this peer catches up by installing a snapshot that
+// already holds the command's effects, the command was applied (once) but
+// its result is lost: Propose returns ErrAppliedBySnapshot.
 func (n *Node) Propose(ctx context.Context, data []byte) ([]byte, error) {
 	p := &proposal{seq: n.seq.Add(1), data: data, resC: make(chan result, 1)}
 	return n.propose(ctx, p)
@@ -110,6 +112,33 @@ func (l *loop) flushProposals() {
 	}
 	flush()
 	l.toSend = l.toSend[:0]
+}
+
+// ErrAppliedBySnapshot is returned by Propose for a command that was
+// applied, exactly once, but that this peer received as part of a snapshot
+// rather than as a log entry, so that the Applier's result for it is not
+// known here.
+var ErrAppliedBySnapshot = errors.New("raftnode: command applied through a snapshot; its result is unknown")
+
+// answerSnapshotted answers the pending local proposals that a snapshot just
+// installed has already applied. apply never sees them: their entries are
+// below the snapshot, and a retried copy is skipped as a duplicate, so
+// without this the proposal would be re-proposed every retry period, each
+// time adding a useless entry to the log, for as long as its caller waits.
+// Call it after the dedup table was reloaded from the snapshot.
+func (l *loop) answerSnapshotted() {
+	for seq, p := range l.pending {
+		if _, ok := l.dedup.appliedAt(pid{l.n.origin, seq}); !ok {
+			continue
+		}
+		delete(l.pending, seq)
+		p.canceled.Store(true) // so that flushProposals drops it from toSend
+		if p.cc != nil {
+			p.resC <- result{} // a conf change has no result to lose
+		} else {
+			p.resC <- result{err: ErrAppliedBySnapshot}
+		}
+	}
 }
 
 // deliver hands an applied result to a waiting local proposer.

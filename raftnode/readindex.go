@@ -61,14 +61,19 @@ func (l *loop) startRead() {
 	rs.nextID++
 	rs.inflight = &readRound{id: rs.nextID, reqs: rs.pending, issued: l.tick}
 	rs.pending = nil
-	l.rn.ReadIndex(binary.BigEndian.AppendUint64(nil, rs.nextID))
+	// The origin (random per start) keeps a late answer to a round of an
+	// earlier run of this peer from being taken for one of this run.
+	rctx := binary.BigEndian.AppendUint64(nil, l.n.origin)
+	l.rn.ReadIndex(binary.BigEndian.AppendUint64(rctx, rs.nextID))
 }
 
-// indexed records the commit indexes raft answered with.
-func (rs *readState) indexed(states []raft.ReadState, applied uint64) {
+// indexed records the commit indexes raft answered with for this run's
+// rounds (origin).
+func (rs *readState) indexed(states []raft.ReadState, origin, applied uint64) {
 	for _, s := range states {
-		if rs.inflight == nil || len(s.RequestCtx) != 8 || binary.BigEndian.Uint64(s.RequestCtx) != rs.inflight.id {
-			continue // an abandoned round
+		c := s.RequestCtx
+		if rs.inflight == nil || len(c) != 16 || binary.BigEndian.Uint64(c) != origin || binary.BigEndian.Uint64(c[8:]) != rs.inflight.id {
+			continue // an abandoned round, or one of an earlier run
 		}
 		r := rs.inflight
 		rs.inflight = nil

@@ -154,6 +154,7 @@ func (l *loop) installSnapshot(meta *pb.SnapshotMetadata) error {
 	if err := l.dedup.load(l.n.db); err != nil {
 		return err
 	}
+	l.answerSnapshotted()
 	l.confIdx = l.n.applied.Load()
 	l.snapIdx = meta.GetIndex()
 	for idx, p := range l.spools {
