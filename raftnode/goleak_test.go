@@ -1,10 +1,8 @@
 package raftnode_test
 
 import (
-	"context"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 
@@ -16,15 +14,9 @@ import (
 // once every peer is stopped.
 func TestNoGoroutineSurvivesClose(t *testing.T) {
 	restores := make([]atomic.Int64, 3)
-	c := raftnodetest.NewCluster(t, raftnodetest.Options{
+	c, ctx, lead := leadCluster(t, raftnodetest.Options{
 		TCP: true, OnDisk: true, Configure: countRestores(restores, 200, 50),
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	lead, err := c.WaitLeader(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	model := map[string]string{}
 	proposePuts(ctx, t, c, model, 0, 200)
 	f := (lead + 1) % 3

@@ -170,13 +170,7 @@ func TestInMemoryLeavesNothingOnDisk(t *testing.T) {
 	cwdBefore := listFiles(t, cwd)
 
 	restores := make([]atomic.Int64, 3)
-	c := raftnodetest.NewCluster(t, raftnodetest.Options{Configure: countRestores(restores, 200, 50)})
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	lead, err := c.WaitLeader(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, ctx, lead := leadCluster(t, raftnodetest.Options{Configure: countRestores(restores, 200, 50)})
 	f := (lead + 1) % 3
 	model := map[string]string{}
 	putKeys(ctx, t, c.Node(lead), model, 0, 50, "a")

@@ -110,15 +110,9 @@ func TestSnapshotCatchUpAfterCompaction(t *testing.T) {
 
 func testSnapshotCatchUp(t *testing.T, crash bool) {
 	restores := make([]atomic.Int64, 3)
-	c := raftnodetest.NewCluster(t, raftnodetest.Options{
+	c, ctx, lead := leadCluster(t, raftnodetest.Options{
 		TCP: true, OnDisk: true, Configure: countRestores(restores, 200, 50),
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	lead, err := c.WaitLeader(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	f := (lead + 1) % 3
 	model := map[string]string{}
 	putKeys(ctx, t, c.Node(lead), model, 0, 100, "a")
@@ -165,15 +159,9 @@ func testSnapshotCatchUp(t *testing.T, crash bool) {
 // then another member is removed and leadership is handed to the new peer.
 func TestSnapshotNewLearner(t *testing.T) {
 	restores := make([]atomic.Int64, 4)
-	c := raftnodetest.NewCluster(t, raftnodetest.Options{
+	c, ctx, lead := leadCluster(t, raftnodetest.Options{
 		TCP: true, OnDisk: true, Configure: countRestores(restores, 200, 50),
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	lead, err := c.WaitLeader(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	model := map[string]string{}
 	putKeys(ctx, t, c.Node(lead), model, 0, 400, "a")
 
@@ -422,4 +410,18 @@ func liveHeap() uint64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return ms.HeapAlloc
+}
+
+// leadCluster starts a cluster and waits for its leader; ctx bounds the
+// rest of the test.
+func leadCluster(t *testing.T, opts raftnodetest.Options) (*raftnodetest.Cluster, context.Context, int) {
+	t.Helper()
+	c := raftnodetest.NewCluster(t, opts)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	lead, err := c.WaitLeader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, ctx, lead
 }
