@@ -59,6 +59,7 @@ var ErrCommandTooLarge = errors.New("raftnode: command writes too much for one t
 // reads its own writes.
 type Txn struct {
 	txn *badger.Txn
+	c   *chain // counts the writes, so apply commits early between commands
 }
 
 // Get returns a copy of key's value, or badger.ErrKeyNotFound.
@@ -72,10 +73,23 @@ func (t *Txn) Get(key []byte) ([]byte, error) {
 
 // Set writes key=val. Neither slice may be changed until the entry's
 // transaction commits (after Apply returns raftnode owns them).
-func (t *Txn) Set(key, val []byte) error { return t.tooBig(t.txn.Set(key, val)) }
+func (t *Txn) Set(key, val []byte) error {
+	t.count(len(key) + len(val))
+	return t.tooBig(t.txn.Set(key, val))
+}
 
 // Delete removes key.
-func (t *Txn) Delete(key []byte) error { return t.tooBig(t.txn.Delete(key)) }
+func (t *Txn) Delete(key []byte) error {
+	t.count(len(key))
+	return t.tooBig(t.txn.Delete(key))
+}
+
+func (t *Txn) count(bytes int) {
+	if t.c != nil {
+		t.c.bytes += bytes
+		t.c.ops++
+	}
+}
 
 // NewIterator opens an iterator over the transaction's view, own writes
 // included. Only one may be open at a time; close it before Apply returns.

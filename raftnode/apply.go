@@ -66,7 +66,7 @@ func (l *loop) apply(c *chain, ents []*pb.Entry) (applied, error) {
 			}
 			for _, p := range batch.GetProposals() {
 				id := pid{p.GetOrigin(), p.GetSeq()}
-				if _, dup := l.dedup.appliedAt(id); dup {
+				if _, dup := l.dedup.seenBefore(id, idx); dup {
 					continue
 				}
 				if c.bytes > rotateBytes || c.ops > rotateOps {
@@ -76,12 +76,10 @@ func (l *loop) apply(c *chain, ents []*pb.Entry) (applied, error) {
 						return out, err
 					}
 				}
-				res, err := n.cfg.Applier.Apply(&Txn{txn: c.txn}, idx, p.GetData())
+				res, err := n.cfg.Applier.Apply(&Txn{txn: c.txn, c: c}, idx, p.GetData())
 				if err != nil {
 					return out, fmt.Errorf("entry %d: %w", idx, err)
 				}
-				c.bytes += 2*len(p.GetData()) + 128
-				c.ops += 4
 				if err := c.set(schema.DedupKey(idx, id.origin, id.seq), nil); err != nil {
 					return out, err
 				}
@@ -165,7 +163,7 @@ func (l *loop) applyConfChange(b *chain, e *pb.Entry, applied uint64) ([]peerCha
 		cc, id, addr = &c, pid{p.GetOrigin(), p.GetSeq()}, string(p.GetData())
 	}
 	idx := e.GetIndex()
-	at, seen := l.dedup.appliedAt(id)
+	at, seen := l.dedup.seenBefore(id, idx)
 	if id.origin != 0 && seen && at != idx {
 		return nil, 0, nil // a retried copy: applied once already, everywhere
 	}

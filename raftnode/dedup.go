@@ -53,6 +53,18 @@ func (d *dedupTable) appliedAt(id pid) (uint64, bool) {
 	return i, ok
 }
 
+// seenBefore returns where id was applied if that lies within the window
+// before index. Every peer decides alike: the answer does not depend on how
+// far this peer has pruned (pruning follows its own batch boundaries), only
+// on the replicated record of where id was applied.
+func (d *dedupTable) seenBefore(id pid, index uint64) (uint64, bool) {
+	at, ok := d.at[id]
+	if !ok || at+dedupWindow < index {
+		return 0, false
+	}
+	return at, true
+}
+
 // prune forgets ids applied more than dedupWindow entries before index,
 // deleting their keys through del (at most limit of them per call).
 func (d *dedupTable) prune(index uint64, limit int, del func([]byte) error) error {
