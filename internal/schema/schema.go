@@ -18,6 +18,33 @@
 //	's'  state     s/...                     -> owned by the state machine
 //	                                            (the raftnode.Applier)
 //
+// The state machine, internal/fsm, is an MVCC store like etcd's. Its
+// keys (encoders in state.go):
+//
+//	s/m/rev                  -> rev:8, compact:8, credit:8 (BE): the current
+//	                            and the compact revision (absent: 1 and 0),
+//	                            and the compaction sweep's credit in bytes
+//	s/m/sweep                -> <rev:8><key>: the history key the
+//	                            compaction sweep visits next (absent: start)
+//	s/k/<key>                -> record: the key's current KeyValue (live
+//	                            keys only; current reads scan this)
+//	s/h/<rev:8 BE><key>      -> record: the event of rev on key, a put or a
+//	                            tombstone (history; revision order, so a
+//	                            watch replays "since r" with one scan)
+//	s/i/<esc(key)><rev:8 BE> -> kind (1 put, 2 delete): key's revisions,
+//	                            contiguous per key, for reads at a past
+//	                            revision; esc writes each 0x00 as 0x00 0xFF
+//	                            and ends with 0x00 0x01, which keeps key
+//	                            order and makes no key a prefix of another
+//
+// A record is: kind:1, then uvarints create_revision, mod_revision,
+// version, zigzag lease and prev (the revision of the key's previous
+// live put, 0 if none), then the value. Keys are written raw after fixed
+// prefixes, so every range of user keys is a range of badger keys. One
+// write transaction has one revision, so a key has at most one event per
+// revision. After a compaction at c, its sweep leaves every event at or
+// above c and, below c, at most the newest put of each key.
+//
 // Keys under 'r' change only with the raft log and are written synced.
 // Keys under 'a' and 's' change together in the apply batch: the applied
 // index never disagrees with the state. A snapshot carries 'a/cs', 'a/peer'

@@ -1,0 +1,51 @@
+// Package fsm is concord's replicated state machine: a multi-version
+// key-value store with etcd v3's semantics (its mvcc package), applied
+// deterministically to badger as a [raftnode.Applier].
+//
+// # Architecture
+//
+//	raftnode (raft goroutine)
+//	  | Apply(txn, index, cmd) ---> decode command.Request
+//	  |                              execute: Range / Put / DeleteRange / Txn / Compaction
+//	  |                              writes under s/ through txn (layout: internal/schema)
+//	  |                              bounded compaction sweep
+//	  |<-- encoded command.Response  (outcomes are codes, never Go errors)
+//	  | Committed(index) ----------> publish revisions; OnCommit(events)  --> watch hub
+//	  | Snapshot / Restore --------> every key under s/ (raftnode.StreamPrefix)
+//
+//	Node (any goroutine), on a read-only badger txn:
+//	  Range(txn, req)       current or past-revision reads, no raft round
+//	  History(txn, from...) the events since a revision, for watches
+//
+// # Revisions
+//
+// The store starts at revision 1 with nothing in it; each command that
+// writes gets the next revision, shared by all its puts and deletes (a
+// txn's included), so the first write is at revision 2, as in etcd. A
+// command that writes nothing (a read, a txn whose branch only reads, a
+// delete that matches nothing, any refused command) leaves the revision
+// as it is. A key's create_revision is the revision of the put that
+// created it, mod_revision that of its last put, version the number of
+// puts since its creation.
+//
+// A Compaction to revision c discards what only reads below c could see:
+// afterwards such reads get COMPACTED. Reads above the current revision
+// get FUTURE_REV. The history below it is swept lazily (see sweep.go), a
+// bounded amount per later write, so a Compaction's apply stays small.
+//
+// # Determinism
+//
+// Apply reads no clock, no randomness and does no I/O beyond its
+// transaction; time can only arrive inside commands. Bad input (bytes that
+// do not decode, an empty key, a key or value over [MaxKeySize] and
+// [MaxValueSize], a command whose writes exceed one transaction's budget)
+// is refused with a code and changes nothing, the same way on every peer.
+//
+// # In-memory state
+//
+// The current and compact revisions are cached twice: the apply state,
+// which runs ahead within an uncommitted batch, and the committed state
+// behind [FSM.Revision], published by Committed. Readers that need a
+// revision consistent with what they read use [ReadRevisions] on their
+// own transaction.
+package fsm

@@ -1,0 +1,204 @@
+package fsm_test
+
+import (
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/concordkv/concord/internal/command"
+)
+
+// The keys random commands use: some share prefixes, some hold 0x00.
+var modelKeys = []string{"a", "a/1", "a/2", "a/3", "b", "b\x00", "b\x00\x00", "b\x01", "c", "c/x", "d"}
+
+// randomCommands returns n random commands: puts, deletes of keys and
+// ranges, txns with a compare and writes to distinct keys, compactions.
+func randomCommands(seed uint64, n int) []*command.Request {
+	r := rand.New(rand.NewPCG(seed, seed))
+	key := func() string { return modelKeys[r.IntN(len(modelKeys))] }
+	var out []*command.Request
+	for i := 0; i < n; i++ {
+		switch x := r.IntN(20); {
+		case x < 10:
+			out = append(out, put(key(), fmt.Sprint(r.IntN(5))))
+		case x < 13:
+			k := key()
+			end := ""
+			switch r.IntN(3) {
+			case 1:
+				end = prefixEnd(k)
+			case 2:
+				end = key()
+			}
+			out = append(out, del(k, end))
+		case x < 18:
+			ks := r.Perm(len(modelKeys))
+			txn := &command.TxnRequest{
+				Compare: []*command.Compare{{
+					Key: []byte(modelKeys[ks[0]]), Target: command.Compare_VALUE, Result: command.Compare_EQUAL,
+					TargetUnion: &command.Compare_Value{Value: []byte(fmt.Sprint(r.IntN(3)))},
+				}},
+				Success: []*command.RequestOp{
+					{Request: &command.RequestOp_RequestPut{RequestPut: &command.PutRequest{Key: []byte(modelKeys[ks[1]]), Value: []byte("t")}}},
+					{Request: &command.RequestOp_RequestDeleteRange{RequestDeleteRange: &command.DeleteRangeRequest{Key: []byte(modelKeys[ks[2]])}}},
+				},
+				Failure: []*command.RequestOp{
+					{Request: &command.RequestOp_RequestPut{RequestPut: &command.PutRequest{Key: []byte(modelKeys[ks[3]]), Value: []byte("f")}}},
+				},
+			}
+			out = append(out, &command.Request{Request: &command.Request_Txn{Txn: txn}})
+		default:
+			out = append(out, compact(int64(r.IntN(i+2))))
+		}
+	}
+	return out
+}
+
+// model is etcd's KV semantics the simple way: the whole state at every
+// revision.
+type model struct {
+	states  []map[string]*command.KeyValue // by revision; [0] unused
+	compact int64
+}
+
+func newModel() *model {
+	return &model{states: []map[string]*command.KeyValue{nil, {}}}
+}
+
+func (m *model) rev() int64 { return int64(len(m.states) - 1) }
+
+// apply runs req; it returns the expected code and revision after.
+func (m *model) apply(req *command.Request) command.Code {
+	cur := m.states[m.rev()]
+	next := maps.Clone(cur)
+	rev := m.rev() + 1
+	wrote := false
+	putKV := func(k, v string) {
+		kv := &command.KeyValue{Key: []byte(k), Value: []byte(v), CreateRevision: rev, ModRevision: rev, Version: 1}
+		if old := cur[k]; old != nil {
+			kv.CreateRevision, kv.Version = old.CreateRevision, old.Version+1
+		}
+		next[k], wrote = kv, true
+	}
+	delRange := func(k, end string) {
+		for key := range cur {
+			if matches(key, k, end) {
+				delete(next, key)
+				wrote = true
+			}
+		}
+	}
+	switch r := req.Request.(type) {
+	case *command.Request_Put:
+		putKV(string(r.Put.Key), string(r.Put.Value))
+	case *command.Request_DeleteRange:
+		delRange(string(r.DeleteRange.Key), string(r.DeleteRange.RangeEnd))
+	case *command.Request_Txn:
+		c := r.Txn.Compare[0]
+		ops := r.Txn.Failure
+		if kv := cur[string(c.Key)]; kv != nil && string(kv.Value) == string(c.GetValue()) {
+			ops = r.Txn.Success
+		}
+		for _, op := range ops {
+			if p := op.GetRequestPut(); p != nil {
+				putKV(string(p.Key), string(p.Value))
+			} else {
+				delRange(string(op.GetRequestDeleteRange().Key), "")
+			}
+		}
+	case *command.Request_Compaction:
+		switch c := r.Compaction.Revision; {
+		case c <= m.compact:
+			return command.Code_COMPACTED
+		case c > m.rev():
+			return command.Code_FUTURE_REV
+		default:
+			m.compact = c
+		}
+	}
+	if wrote {
+		m.states = append(m.states, next)
+	}
+	return command.Code_OK
+}
+
+// read returns the expected answer to a key-ordered range read.
+func (m *model) read(key, end string, rev, limit int64) (command.Code, []*command.KeyValue, int64, bool) {
+	switch {
+	case rev > m.rev():
+		return command.Code_FUTURE_REV, nil, 0, false
+	case rev > 0 && rev < m.compact:
+		return command.Code_COMPACTED, nil, 0, false
+	case rev <= 0:
+		rev = m.rev()
+	}
+	st := m.states[rev]
+	var kvs []*command.KeyValue
+	for _, k := range slices.Sorted(maps.Keys(st)) {
+		if matches(k, key, end) {
+			kvs = append(kvs, st[k])
+		}
+	}
+	count := int64(len(kvs))
+	if limit > 0 && count > limit {
+		return command.Code_OK, kvs[:limit], count, true
+	}
+	return command.Code_OK, kvs, count, false
+}
+
+// TestMatchesModel: random commands give the results and revisions of a
+// simple model of etcd's semantics, and random reads at random revisions
+// (current, past, compacted, future) answer as the model does.
+func TestMatchesModel(t *testing.T) {
+	for seed := uint64(1); seed <= 3; seed++ {
+		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
+			nd := startNode(t, false)
+			m := newModel()
+			r := rand.New(rand.NewPCG(seed, 99))
+			for i, req := range randomCommands(seed, 400) {
+				want := m.apply(req)
+				resp := nd.propose(req)
+				if resp.GetCode() != want || resp.GetRevision() != m.rev() || resp.GetCompactRevision() != m.compact {
+					t.Fatalf("command %d %v: %v at %d/%d (%s), want %v at %d/%d", i, req, resp.GetCode(),
+						resp.GetRevision(), resp.GetCompactRevision(), resp.GetError(), want, m.rev(), m.compact)
+				}
+				for range 3 {
+					k := modelKeys[r.IntN(len(modelKeys))]
+					end := []string{"", prefixEnd(k), "\x00", modelKeys[r.IntN(len(modelKeys))]}[r.IntN(4)]
+					rev := m.compact - 1 + r.Int64N(m.rev()-m.compact+3)
+					if r.IntN(4) == 0 {
+						rev = 0
+					}
+					limit := r.Int64N(4)
+					req := &command.RangeRequest{Key: []byte(k), RangeEnd: bs(end), Revision: rev, Limit: limit}
+					code, kvs, count, more := m.read(k, end, rev, limit)
+					got := nd.read(req)
+					if got.GetCode() != code {
+						t.Fatalf("read %v: %v (%s), want %v", req, got.GetCode(), got.GetError(), code)
+					}
+					gr := got.GetRange()
+					if code == command.Code_OK && (gr.GetCount() != count || gr.GetMore() != more || !equalKVs(gr.GetKvs(), kvs)) {
+						t.Fatalf("read %v at %d:\n%v\nwant count=%d more=%v %v", req, m.rev(), gr, count, more, kvs)
+					}
+				}
+			}
+		})
+	}
+}
+
+func equalKVs(a, b []*command.KeyValue) bool {
+	return slices.EqualFunc(a, b, func(x, y *command.KeyValue) bool {
+		return string(x.Key) == string(y.Key) && string(x.Value) == string(y.Value) &&
+			x.CreateRevision == y.CreateRevision && x.ModRevision == y.ModRevision && x.Version == y.Version
+	})
+}
+
+// matches tells whether k is in the range (key, end), etcd's way.
+func matches(k, key, end string) bool {
+	if end == "" {
+		return k == key
+	}
+	return inRange(k, key, end)
+}
