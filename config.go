@@ -1,0 +1,241 @@
+package concord
+
+import (
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"time"
+
+	"github.com/concordkv/concord/internal/fsm"
+)
+
+// Config configures a Node. Open clones it and never changes the caller's
+// value; a zero field takes the default its comment states.
+type Config struct {
+	// Name is this member's stable, unique name. Required. The raft id is
+	// derived from it, and a DataDir stays bound to the Name that created
+	// it.
+	Name string
+	// DataDir holds the member's data: DataDir/member (its name and id)
+	// and DataDir/db (badger: raft log and state). It is created (0700)
+	// if missing. Default "": in memory, nothing persisted.
+	DataDir string
+	// PeerAddr is the "host:port" the raft transport listens on. Default:
+	// InitialCluster[Name]. With no InitialCluster and no PeerAddr, the
+	// node is a one-node cluster that listens nowhere (an in-memory
+	// transport no peer can reach).
+	PeerAddr string
+	// AdvertisePeerAddr is the address peers dial. Default:
+	// InitialCluster[Name], else PeerAddr (as bound, so port 0 works for a
+	// one-node cluster). When both are set they must be equal.
+	AdvertisePeerAddr string
+	// GossipAddr is memberlist's bind "host:port"; "" = no gossip (static
+	// cluster). Gossip is not available yet: Open refuses a non-empty one.
+	GossipAddr string
+	// AdvertiseGossipAddr is the gossip address peers reach. Not available
+	// yet (see GossipAddr).
+	AdvertiseGossipAddr string
+	// Join lists gossip seeds. Not available yet (see GossipAddr).
+	Join []string
+	// BootstrapExpect forms a new cluster once this many peers gossip.
+	// Not available yet (see GossipAddr).
+	BootstrapExpect int
+	// InitialCluster bootstraps a static cluster: every member's name and
+	// peer address, the same on every member (etcd's initial-cluster). It
+	// must name this member. Used on the first start only; later starts
+	// take only addresses from it. Default nil: a one-node cluster, as is
+	// one naming only this member. A lone member leads at once.
+	InitialCluster map[string]string
+	// PeerTLS enables mutual TLS between peers; nil = plaintext. See
+	// transport.TCPConfig.TLS for what the certificates need.
+	PeerTLS *tls.Config
+	// GossipKey is memberlist's encryption key. Not available yet (see
+	// GossipAddr).
+	GossipKey []byte
+	// Logger receives raft's, badger's and the transport's logs. Default
+	// nil: nothing is logged.
+	Logger *slog.Logger
+
+	// TickInterval is raft's clock tick. Default 100ms.
+	TickInterval time.Duration
+	// ElectionTicks is the election timeout, in ticks. Default 10.
+	ElectionTicks int
+	// HeartbeatTicks is the leader's heartbeat interval, in ticks.
+	// Default 1.
+	HeartbeatTicks int
+	// SnapshotEntries is how many applied entries trigger a raft log
+	// compaction. Default 10000.
+	SnapshotEntries uint64
+	// SnapshotCatchUpEntries is how many entries a log compaction keeps
+	// for slow followers. Default 5000.
+	SnapshotCatchUpEntries uint64
+	// MaxRequestBytes caps the encoded size of one write request; larger
+	// ones get ErrRequestTooLarge. Default 1.5 MiB; at most 8 MiB. In
+	// memory (DataDir "") the cap is at most 1008 KiB, as badger keeps no
+	// larger value in memory (a raft entry holds a whole request). A value
+	// is also capped at 1000 KiB by the state machine.
+	MaxRequestBytes int
+	// MaxKeySize caps the size of a key a put writes; larger ones get
+	// ErrKeyTooLarge. Default 1.5 KiB; at most 16 KiB.
+	MaxKeySize int
+}
+
+// Defaults of Config's tuning fields.
+const (
+	defaultTickInterval           = 100 * time.Millisecond
+	defaultElectionTicks          = 10
+	defaultHeartbeatTicks         = 1
+	defaultSnapshotEntries        = 10000
+	defaultSnapshotCatchUpEntries = 5000
+	defaultMaxRequestBytes        = 3 << 19 // 1.5 MiB
+	defaultMaxKeySize             = 3 << 9  // 1.5 KiB
+	maxMaxRequestBytes            = 8 << 20
+
+	// In memory, badger refuses values over 1 MiB, and a raft entry (a
+	// batch of requests, or one large request alone) is one value: keep
+	// requests, and raftnode's batches, well below it.
+	memMaxRequestBytes  = 1008 << 10
+	memMaxProposalBatch = 768 << 10
+)
+
+// maxRequestBytes is the request cap in effect.
+func (c *Config) maxRequestBytes() int {
+	if c.DataDir == "" {
+		return min(c.MaxRequestBytes, memMaxRequestBytes)
+	}
+	return c.MaxRequestBytes
+}
+
+// DefaultConfig returns a Config with every tuning field at its default,
+// for a production cluster. Set Name, DataDir and, for a cluster,
+// PeerAddr and InitialCluster.
+func DefaultConfig() Config {
+	var c Config
+	c.setDefaults()
+	return c
+}
+
+// DefaultLocalConfig returns a Config for loopback clusters and tests:
+// a 10ms tick, so an election takes about 100ms to 200ms instead of 1s to
+// 2s. Everything else is DefaultConfig's.
+func DefaultLocalConfig() Config {
+	c := DefaultConfig()
+	c.TickInterval = 10 * time.Millisecond
+	return c
+}
+
+// clone returns a copy of c sharing nothing mutable with it.
+func (c Config) clone() Config {
+	c.Join = append([]string(nil), c.Join...)
+	c.InitialCluster = maps.Clone(c.InitialCluster)
+	c.GossipKey = append([]byte(nil), c.GossipKey...)
+	if c.PeerTLS != nil {
+		c.PeerTLS = c.PeerTLS.Clone()
+	}
+	return c
+}
+
+func (c *Config) setDefaults() {
+	setDefault(&c.TickInterval, defaultTickInterval)
+	setDefault(&c.ElectionTicks, defaultElectionTicks)
+	setDefault(&c.HeartbeatTicks, defaultHeartbeatTicks)
+	setDefault(&c.SnapshotEntries, defaultSnapshotEntries)
+	setDefault(&c.SnapshotCatchUpEntries, defaultSnapshotCatchUpEntries)
+	setDefault(&c.MaxRequestBytes, defaultMaxRequestBytes)
+	setDefault(&c.MaxKeySize, defaultMaxKeySize)
+	if self, ok := c.InitialCluster[c.Name]; ok {
+		setDefault(&c.PeerAddr, self)
+		setDefault(&c.AdvertisePeerAddr, self)
+	}
+}
+
+func setDefault[T comparable](p *T, v T) {
+	var zero T
+	if *p == zero {
+		*p = v
+	}
+}
+
+// validate checks c, defaults filled. Every error wraps ErrInvalidConfig
+// and names the rule broken.
+func (c *Config) validate() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, a...)...)
+	}
+	const noGossip = "gossip is not available yet; use InitialCluster for a static cluster"
+	switch {
+	case c.Name == "":
+		return bad("Name is required")
+	case c.GossipAddr != "":
+		return bad("GossipAddr must be empty: %s", noGossip)
+	case c.AdvertiseGossipAddr != "":
+		return bad("AdvertiseGossipAddr must be empty: %s", noGossip)
+	case len(c.Join) > 0:
+		return bad("Join must be empty: %s", noGossip)
+	case c.BootstrapExpect != 0:
+		return bad("BootstrapExpect must be 0: %s", noGossip)
+	case len(c.GossipKey) > 0:
+		return bad("GossipKey must be empty: %s", noGossip)
+	case c.TickInterval < time.Millisecond:
+		return bad("TickInterval must be at least 1ms, got %v", c.TickInterval)
+	case c.HeartbeatTicks <= 0 || c.ElectionTicks <= c.HeartbeatTicks:
+		return bad("ElectionTicks (%d) must be greater than HeartbeatTicks (%d), which must be positive", c.ElectionTicks, c.HeartbeatTicks)
+	case c.SnapshotCatchUpEntries >= c.SnapshotEntries:
+		return bad("SnapshotCatchUpEntries (%d) must be below SnapshotEntries (%d)", c.SnapshotCatchUpEntries, c.SnapshotEntries)
+	case c.MaxRequestBytes < 0 || c.MaxRequestBytes > maxMaxRequestBytes:
+		return bad("MaxRequestBytes must be in [1, %d], got %d", maxMaxRequestBytes, c.MaxRequestBytes)
+	case c.MaxKeySize < 0 || c.MaxKeySize > fsm.MaxKeySize:
+		return bad("MaxKeySize must be in [1, %d], got %d", fsm.MaxKeySize, c.MaxKeySize)
+	}
+	if err := c.validateCluster(bad); err != nil {
+		return err
+	}
+	if c.PeerAddr != "" {
+		if _, _, err := net.SplitHostPort(c.PeerAddr); err != nil {
+			return bad("PeerAddr must be host:port, got %q: %v", c.PeerAddr, err)
+		}
+	}
+	if c.PeerAddr == "" && (c.PeerTLS != nil || c.AdvertisePeerAddr != "") {
+		return bad("PeerTLS and AdvertisePeerAddr need PeerAddr: a node without one listens nowhere")
+	}
+	return nil
+}
+
+func (c *Config) validateCluster(bad func(string, ...any) error) error {
+	if len(c.InitialCluster) == 0 {
+		return nil
+	}
+	self, ok := c.InitialCluster[c.Name]
+	if !ok {
+		return bad("InitialCluster must name this member (Name %q)", c.Name)
+	}
+	if c.AdvertisePeerAddr != self {
+		return bad("AdvertisePeerAddr %q must equal InitialCluster[%q] %q", c.AdvertisePeerAddr, c.Name, self)
+	}
+	ids := map[uint64]string{}
+	addrs := map[string]string{}
+	for name, addr := range c.InitialCluster {
+		switch {
+		case name == "":
+			return bad("InitialCluster must not hold an empty name")
+		case addr == "":
+			return bad("InitialCluster[%q] must be a peer address, got \"\"", name)
+		case addrs[addr] != "":
+			return bad("InitialCluster members must have distinct addresses: %q and %q share %q", name, addrs[addr], addr)
+		case ids[memberID(name)] != "":
+			return bad("InitialCluster names %q and %q map to the same raft id; rename one", name, ids[memberID(name)])
+		}
+		_, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return bad("InitialCluster[%q] must be host:port, got %q: %v", name, addr, err)
+		}
+		if port == "0" && len(c.InitialCluster) > 1 {
+			return bad("InitialCluster[%q] must have a fixed port for peers to dial, got %q", name, addr)
+		}
+		ids[memberID(name)] = name
+		addrs[addr] = name
+	}
+	return nil
+}

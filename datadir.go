@@ -1,0 +1,117 @@
+package concord
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+)
+
+// memberFile is the name, in DataDir, of the file binding the data dir to
+// its member.
+const memberFile = "member"
+
+// memberRecord is memberFile's content (JSON).
+type memberRecord struct {
+	// Name and ID are the member the data dir belongs to.
+	Name string `json:"name"`
+	ID   uint64 `json:"id"`
+	// Cluster lists the names of the initial members, sorted.
+	Cluster []string `json:"cluster"`
+	// Left is set once the member left the cluster (Leave).
+	Left bool `json:"left,omitempty"`
+}
+
+// claimDataDir binds c.DataDir to c's member on its first use and, on
+// later ones, refuses a config naming another member or other initial
+// members: raft state must never be reused by a different member.
+func claimDataDir(c *Config) error {
+	cluster := []string{c.Name}
+	if len(c.InitialCluster) > 0 {
+		cluster = cluster[:0]
+		for name := range c.InitialCluster {
+			cluster = append(cluster, name)
+		}
+		slices.Sort(cluster)
+	}
+	rec, err := readMember(c.DataDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := refuseForeignDir(c.DataDir); err != nil {
+			return err
+		}
+		return writeMember(c.DataDir, &memberRecord{Name: c.Name, ID: memberID(c.Name), Cluster: cluster})
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case rec.Name != c.Name:
+		return fmt.Errorf("%w: DataDir %q belongs to member %q, not to Name %q", ErrInvalidConfig, c.DataDir, rec.Name, c.Name)
+	case rec.Left:
+		return fmt.Errorf("%w: member %q left its cluster; remove DataDir %q to join anew", ErrInvalidConfig, c.Name, c.DataDir)
+	case !slices.Equal(rec.Cluster, cluster):
+		return fmt.Errorf("%w: InitialCluster names members %q, but DataDir %q was created with %q: an existing cluster's membership does not change through InitialCluster", ErrInvalidConfig, cluster, c.DataDir, rec.Cluster)
+	}
+	return nil
+}
+
+// refuseForeignDir refuses a data dir without a member file that holds a
+// concord database: it was not made by this version, or is damaged.
+func refuseForeignDir(dir string) error {
+	if _, err := os.Stat(filepath.Join(dir, "db")); err == nil {
+		return fmt.Errorf("%w: DataDir %q holds a database but no %s file; refusing to guess its member", ErrInvalidConfig, dir, memberFile)
+	}
+	return nil
+}
+
+func readMember(dir string) (*memberRecord, error) {
+	b, err := os.ReadFile(filepath.Join(dir, memberFile))
+	if err != nil {
+		return nil, err
+	}
+	rec := new(memberRecord)
+	if err := json.Unmarshal(b, rec); err != nil {
+		return nil, fmt.Errorf("concord: corrupt %s: %w", filepath.Join(dir, memberFile), err)
+	}
+	return rec, nil
+}
+
+// writeMember replaces the member file atomically and durably.
+func writeMember(dir string, rec *memberRecord) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, memberFile+".tmp")
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(append(b, '\n'))
+	err = errors.Join(err, f.Sync(), f.Close())
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(dir, memberFile))
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	return errors.Join(d.Sync(), d.Close())
+}
+
+// markLeft records in the member file that the member left its cluster.
+func markLeft(dir string) error {
+	rec, err := readMember(dir)
+	if err != nil {
+		return err
+	}
+	rec.Left = true
+	return writeMember(dir, rec)
+}

@@ -1,0 +1,93 @@
+// Package concord is an embeddable, replicated, linearizable key-value
+// store for Go services: each replica of a service opens a [Node] in its
+// own process, the nodes form a raft cluster, and together they hold one
+// multi-version store with etcd v3's semantics (revisions, ranges,
+// transactions, compaction), without a cluster to deploy beside the
+// service.
+//
+// What works today: static clusters (InitialCluster) and one-node
+// clusters, durable (DataDir) or in memory; Put, Get, Delete, Txn,
+// Compact and the helpers Create, CompareAndSwap, CompareAndDelete and
+// PutSequential; cluster info and leadership transfer. Gossip membership
+// (Config.GossipAddr, Join, BootstrapExpect), leases (WithLease, WithTTL),
+// watches and the coordination primitives built on them are not available
+// yet: their options are refused with a clear error rather than ignored.
+//
+// # Architecture
+//
+//	application goroutines
+//	    |  Put / Delete / Txn / Compact           Get (linearizable)
+//	    v                                            |
+//	  Node (this package): validate, encode          | ReadIndex, batched
+//	    |  command.Request                           v
+//	    +--> raftnode.Propose --> raft log --> every node applies it in order
+//	                                               |
+//	         internal/fsm: MVCC apply to badger  <-+   (one revision per write)
+//	    <-- command.Response, by proposal id, on the proposing node
+//
+//	  Get: ReadIndex (unless WithSerializable), then fsm.Range on a
+//	  read-only badger transaction of this node: no network hop.
+//
+// Writes go through raft (package raftnode; messages over package
+// transport: TCP with optional mTLS, or in memory for a node without
+// PeerAddr) and are applied by the state machine in internal/fsm, which
+// keeps current values, history and revisions in badger (keyspace:
+// internal/schema). A write is acknowledged once it is committed on a
+// quorum, fsynced, and applied on the node that proposed it.
+//
+// A member's raft id is derived from its name (the first 8 bytes of its
+// SHA-256), so every member of a static cluster agrees on the ids from
+// InitialCluster alone. DataDir holds the file "member" (the member's
+// name, id and initial cluster) and "db" (badger). Reopening a DataDir
+// under another Name, or with another set of initial members, is refused.
+//
+// # Usage
+//
+// One node in memory, for tests:
+//
+//	cfg := concord.DefaultLocalConfig()
+//	cfg.Name = "test"
+//	n, err := concord.Open(ctx, cfg)
+//	...
+//	defer n.Close()
+//	_, err = n.Put(ctx, "greeting", "hello")
+//	resp, err := n.Get(ctx, "greeting")
+//
+// Three replicas of a service, each running:
+//
+//	cfg := concord.DefaultConfig()
+//	cfg.Name = "svc-1" // svc-2, svc-3 on the other replicas
+//	cfg.DataDir = "/var/lib/svc/concord"
+//	cfg.InitialCluster = map[string]string{
+//		"svc-1": "10.0.0.1:7000", "svc-2": "10.0.0.2:7000", "svc-3": "10.0.0.3:7000",
+//	}
+//	n, err := concord.Open(ctx, cfg) // listens on InitialCluster["svc-1"]
+//	err = n.Ready(ctx)               // optional: calls wait for it anyway
+//
+// Open returns at once; Ready waits until the node knows a leader and has
+// caught up. Every call takes a ctx and waits for readiness within it.
+// Close leaves the node a member (reopening its DataDir rejoins); Leave
+// removes it from the cluster for good.
+//
+// # Consistency
+//
+//   - Writes are linearizable: a write returns once it is committed on a
+//     quorum and applied here; every later read on any node sees it.
+//   - Each write request (a Put, a Delete that deletes something, a Txn
+//     that writes) creates exactly one revision, across the cluster; all
+//     writes of a Txn share it. Reads and refused requests create none.
+//   - Get is linearizable by default: a ReadIndex round (shared by every
+//     read that arrives while one is in flight) confirms with a quorum
+//     that this node has applied everything committed before the call.
+//     WithSerializable reads this node's state at once; it may be stale.
+//   - Bad input (an empty key, a key over Config.MaxKeySize, a request over
+//     Config.MaxRequestBytes, a negative revision, an unavailable option)
+//     is refused before anything is proposed, so it changes nothing.
+//   - A call whose deadline passes while the cluster cannot serve it (no
+//     leader, no quorum) returns an error that is both ErrTimeout and
+//     context.DeadlineExceeded; a write may still be applied later.
+//   - Reads at a past revision (WithRev) see the store as it was, until
+//     Compact discards that history: then they get ErrCompacted.
+//   - A restarted node keeps its data and revision; a node that was away
+//     catches up from the log or a snapshot.
+package concord

@@ -1,0 +1,193 @@
+package concord
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/concordkv/concord/raftnode"
+)
+
+// memberID derives a member's raft id from its name: the first 8 bytes of
+// its SHA-256, big-endian, never 0. Every member of a static cluster
+// computes the same ids from InitialCluster.
+func memberID(name string) uint64 {
+	sum := sha256.Sum256([]byte(name))
+	if id := binary.BigEndian.Uint64(sum[:8]); id != 0 {
+		return id
+	}
+	return 1
+}
+
+// Member is one member of the cluster.
+type Member struct {
+	// ID is the member's raft id (derived from its name).
+	ID uint64
+	// Name is the member's name: known for the members of InitialCluster,
+	// "" for others.
+	Name string
+	// PeerAddr is the address its raft transport is reached at
+	// ("mem://<id>" for a one-node cluster that listens nowhere).
+	PeerAddr string
+	// GossipAddr is its gossip address; "" (gossip is not available yet).
+	GossipAddr string
+	// IsLearner tells a non-voting member.
+	IsLearner bool
+	// IsLeader tells the current leader.
+	IsLeader bool
+}
+
+// Members returns the cluster's voters and learners as this node last
+// saw them, sorted by name then id. It waits for Ready.
+func (n *Node) Members(ctx context.Context) ([]Member, error) {
+	if err := n.alive(); err != nil {
+		return nil, fmt.Errorf("concord.Members: %w", err)
+	}
+	if err := n.waitReady(ctx); err != nil {
+		return nil, fmt.Errorf("concord.Members: %w", err)
+	}
+	var addrs map[uint64]string
+	err := n.withDB(func() error {
+		addrs = n.rn.Peers()
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("concord.Members: %w", err)
+	}
+	n.addrMu.Lock()
+	for id, a := range addrs {
+		n.addrs[id] = a
+	}
+	n.addrMu.Unlock()
+	st := n.rn.Status()
+	var out []Member
+	for _, id := range st.Voters {
+		out = append(out, n.member(id, false, st.Leader))
+	}
+	for _, id := range st.Learners {
+		out = append(out, n.member(id, true, st.Leader))
+	}
+	slices.SortFunc(out, func(a, b Member) int {
+		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID))
+	})
+	return out, nil
+}
+
+// member describes member id from what the node knows without I/O.
+func (n *Node) member(id uint64, learner bool, leader uint64) Member {
+	n.addrMu.Lock()
+	addr := n.addrs[id]
+	n.addrMu.Unlock()
+	return Member{ID: id, Name: n.names[id], PeerAddr: addr, IsLearner: learner, IsLeader: id == leader}
+}
+
+// Leader returns the leader as this node knows it, and false when it
+// knows none (or is closed). It never blocks and does no I/O.
+func (n *Node) Leader() (Member, bool) {
+	if n.closed.Load() {
+		return Member{}, false
+	}
+	st := n.rn.Status()
+	if st.Leader == 0 {
+		return Member{}, false
+	}
+	return n.member(st.Leader, slices.Contains(st.Learners, st.Leader), st.Leader), true
+}
+
+// IsLeader tells whether this node is the leader. It never blocks and
+// does no I/O.
+func (n *Node) IsLeader() bool { return !n.closed.Load() && n.rn.IsLeader() }
+
+// TransferLeadership hands leadership to the voter with raft id to, and
+// returns once to leads (at once if it already does) or ctx ends. Call it
+// on the leader or on the member taking over; elsewhere it returns
+// ErrNotLeader. An id that is not a voter gets ErrInvalidRequest.
+func (n *Node) TransferLeadership(ctx context.Context, to uint64) error {
+	if err := n.transferLeadership(ctx, to); err != nil {
+		return fmt.Errorf("concord.TransferLeadership: %w", err)
+	}
+	return nil
+}
+
+func (n *Node) transferLeadership(ctx context.Context, to uint64) error {
+	if err := n.alive(); err != nil {
+		return err
+	}
+	if err := n.waitReady(ctx); err != nil {
+		return err
+	}
+	st := n.rn.Status()
+	switch {
+	case !slices.Contains(st.Voters, to):
+		return fmt.Errorf("%w: %d is not a voter", ErrInvalidRequest, to)
+	case st.Leader == to:
+		return nil
+	case st.Leader != n.id && to != n.id:
+		// raft would forward the request to the leader in the name of
+		// the transferee, which the TCP transport refuses as spoofed.
+		return fmt.Errorf("%w: call it on the leader (%d) or on the member taking over (%d)", ErrNotLeader, st.Leader, to)
+	}
+	if err := n.rn.TransferLeadership(ctx, to); err != nil {
+		return n.raftErr(err)
+	}
+	return nil
+}
+
+// Leave removes this member from the cluster for good, then closes the
+// node. The last voter cannot leave (ErrInvalidRequest): Close it instead.
+// The DataDir of a member that left cannot be opened again; remove it to
+// join anew.
+//
+// The member first takes the leadership, then proposes its own removal:
+// only a leader learns for sure that the change is committed (a removed
+// follower may never hear of it). Once it is applied the member steps
+// down and the others elect a new leader, so writes pause for about an
+// election timeout. Leave needs a quorum, as any membership change; if ctx
+// ends first the member may or may not have been removed, and the node
+// stays open.
+func (n *Node) Leave(ctx context.Context) error {
+	if err := n.leave(ctx); err != nil {
+		return fmt.Errorf("concord.Leave: %w", err)
+	}
+	return n.Close()
+}
+
+func (n *Node) leave(ctx context.Context) error {
+	if err := n.alive(); err != nil {
+		return err
+	}
+	if err := n.waitReady(ctx); err != nil {
+		return err
+	}
+	st := n.rn.Status()
+	if len(st.Voters) == 1 && st.Voters[0] == n.id {
+		return fmt.Errorf("%w: the last voter of a cluster cannot leave it; Close it instead", ErrInvalidRequest)
+	}
+	if slices.Contains(st.Voters, n.id) && !n.rn.IsLeader() {
+		if err := n.rn.TransferLeadership(ctx, n.id); err != nil {
+			return n.raftErr(err)
+		}
+	}
+	err := n.rn.RemovePeer(ctx, n.id)
+	if err != nil && !errors.Is(n.rn.Err(), raftnode.ErrRemoved) {
+		return n.raftErr(err)
+	}
+	if n.cfg.DataDir != "" {
+		return markLeft(n.cfg.DataDir)
+	}
+	return nil
+}
+
+// withDB runs fn while the DB stays open, unless the node is closed.
+func (n *Node) withDB(fn func() error) error {
+	n.lifeMu.RLock()
+	defer n.lifeMu.RUnlock()
+	if n.closed.Load() {
+		return ErrClosed
+	}
+	return fn()
+}

@@ -1,0 +1,322 @@
+package concord
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/concordkv/concord/internal/fsm"
+	"github.com/concordkv/concord/raftnode"
+	"github.com/concordkv/concord/transport"
+)
+
+// Node is one member of a concord cluster, running inside this process:
+// a raft peer, its replicated key-value store and the API over them.
+// Create it with Open; its methods are safe for concurrent use.
+type Node struct {
+	cfg   Config
+	id    uint64
+	rn    *raftnode.Node
+	fsm   *fsm.FSM
+	mem   *transport.Network // the in-memory transport of a node without PeerAddr, else nil
+	log   *slog.Logger
+	names map[uint64]string // static members' names by raft id; read-only
+
+	addrMu sync.Mutex
+	addrs  map[uint64]string // guarded by addrMu; peer addresses last seen
+
+	ready    atomic.Bool
+	readyC   chan struct{} // closed once ready
+	closingC chan struct{} // closed by Close
+	cancelBg context.CancelFunc
+	wg       sync.WaitGroup // background goroutines
+
+	// lifeMu is held for reading around every use of the DB outside
+	// raftnode, and for writing while Close stops raftnode (and so closes
+	// the DB).
+	lifeMu    sync.RWMutex
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+
+	seqSeed  maphash.Seed
+	seqLocks [16]chan struct{} // PutSequential, by prefix hash
+}
+
+// Open starts a member from cfg and returns at once, without waiting for a
+// leader: use Ready for that (every other call waits for it anyway). It
+// clones cfg, fills defaults and validates it (errors wrap
+// ErrInvalidConfig and name the rule; nothing is created then), creates
+// DataDir (0700) if missing, starts the transport and the raft peer.
+//
+// ctx bounds start-up only, not the node's life. With no InitialCluster
+// (or one naming only cfg.Name) the node is a one-node cluster and leads
+// at once. Close the node when done.
+func Open(ctx context.Context, cfg Config) (*Node, error) {
+	n, err := open(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("concord.Open: %w", err)
+	}
+	return n, nil
+}
+
+func open(ctx context.Context, cfg Config) (*Node, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	c := cfg.clone()
+	c.setDefaults()
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	id := memberID(c.Name)
+	// A nil Logger stays nil for raftnode and the transport: they skip
+	// formatting altogether then.
+	var log *slog.Logger
+	if c.Logger != nil {
+		log = c.Logger.With(logKeyMember, c.Name)
+	}
+	raftDir := ""
+	if c.DataDir != "" {
+		if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+			return nil, err
+		}
+		if err := claimDataDir(&c); err != nil {
+			return nil, err
+		}
+		raftDir = filepath.Join(c.DataDir, "db")
+	}
+	tr, mem, err := newTransport(&c, id, log)
+	if err != nil {
+		return nil, err
+	}
+	peers, names := initialPeers(&c, id, tr.Addr())
+	f := fsm.New(fsm.Config{})
+	batch := 0 // raftnode's default
+	if c.DataDir == "" {
+		batch = memMaxProposalBatch
+	}
+	rn, err := raftnode.Start(raftnode.Config{
+		ID:                     id,
+		DataDir:                raftDir,
+		Peers:                  peers,
+		Transport:              tr,
+		Applier:                f,
+		Logger:                 log,
+		TickInterval:           c.TickInterval,
+		ElectionTicks:          c.ElectionTicks,
+		HeartbeatTicks:         c.HeartbeatTicks,
+		SnapshotEntries:        c.SnapshotEntries,
+		SnapshotCatchUpEntries: c.SnapshotCatchUpEntries,
+		MaxProposalBatch:       batch,
+	})
+	if err != nil {
+		tr.Close()
+		if mem != nil {
+			mem.Close()
+		}
+		return nil, err
+	}
+	if err := f.Load(rn.DB()); err != nil {
+		err = errors.Join(err, rn.Stop())
+		if mem != nil {
+			mem.Close()
+		}
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	n := &Node{
+		cfg:      c,
+		id:       id,
+		rn:       rn,
+		fsm:      f,
+		mem:      mem,
+		log:      log,
+		names:    names,
+		addrs:    map[uint64]string{},
+		readyC:   make(chan struct{}),
+		closingC: make(chan struct{}),
+		seqSeed:  maphash.MakeSeed(),
+	}
+	for _, p := range peers {
+		n.addrs[p.ID] = p.Addr
+	}
+	for i := range n.seqLocks {
+		n.seqLocks[i] = make(chan struct{}, 1)
+	}
+	bg, cancel := context.WithCancel(context.Background())
+	n.cancelBg = cancel
+	n.wg.Go(func() { n.awaitReady(bg) })
+	return n, nil
+}
+
+// newTransport returns the TCP transport on c.PeerAddr, or, without one,
+// an in-memory transport of a network of its own: a lone node that no
+// peer can reach needs no port.
+func newTransport(c *Config, id uint64, log *slog.Logger) (transport.Transport, *transport.Network, error) {
+	if c.PeerAddr == "" {
+		mem := transport.NewNetwork(0)
+		return mem.Transport(id), mem, nil
+	}
+	tr, err := transport.NewTCP(transport.TCPConfig{
+		ID:            id,
+		ListenAddr:    c.PeerAddr,
+		AdvertiseAddr: c.AdvertisePeerAddr,
+		TLS:           c.PeerTLS,
+		Logger:        log,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return tr, nil, nil
+}
+
+// initialPeers returns the raft peers to bootstrap with (this one alone
+// without InitialCluster) and the static members' names by id.
+func initialPeers(c *Config, id uint64, self string) ([]raftnode.Peer, map[uint64]string) {
+	names := map[uint64]string{id: c.Name}
+	if len(c.InitialCluster) == 0 {
+		return []raftnode.Peer{{ID: id, Addr: self}}, names
+	}
+	var peers []raftnode.Peer
+	for name, addr := range c.InitialCluster {
+		peers = append(peers, raftnode.Peer{ID: memberID(name), Addr: addr})
+		names[memberID(name)] = name
+	}
+	slices.SortFunc(peers, func(a, b raftnode.Peer) int { return cmp.Compare(a.ID, b.ID) })
+	return peers, names
+}
+
+// awaitReady makes the node ready after its first ReadIndex round: a
+// leader is known and everything committed before is applied here.
+func (n *Node) awaitReady(ctx context.Context) {
+	if err := n.rn.ReadIndex(ctx); err != nil {
+		return // closed or stopped: waiters see it
+	}
+	n.ready.Store(true)
+	close(n.readyC)
+	n.log.Info("concord: ready", logKeyLeader, n.rn.Leader(), logKeyRevision, n.fsm.Revision())
+}
+
+// Ready blocks until the node is in a cluster with a leader and has
+// applied everything committed before it learned of it, or until ctx
+// ends. Every other call made before the node is ready waits for it the
+// same way, within its own ctx. A deadline gives an error that is both
+// ErrTimeout and context.DeadlineExceeded.
+func (n *Node) Ready(ctx context.Context) error {
+	if err := n.alive(); err != nil {
+		return fmt.Errorf("concord.Ready: %w", err)
+	}
+	if err := n.waitReady(ctx); err != nil {
+		return fmt.Errorf("concord.Ready: %w", err)
+	}
+	return nil
+}
+
+func (n *Node) waitReady(ctx context.Context) error {
+	if n.ready.Load() {
+		return nil
+	}
+	select {
+	case <-n.readyC:
+		return nil
+	case <-ctx.Done():
+		return ctxErr(ctx.Err())
+	case <-n.closingC:
+		return ErrClosed
+	case <-n.rn.Done():
+		return n.stoppedErr()
+	}
+}
+
+// alive returns ErrClosed once Close was called.
+func (n *Node) alive() error {
+	if n.closed.Load() {
+		return ErrClosed
+	}
+	return nil
+}
+
+// stoppedErr is what calls get once the raft peer has stopped.
+func (n *Node) stoppedErr() error {
+	if n.closed.Load() {
+		return ErrClosed
+	}
+	if err := n.rn.Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrStopped, err)
+	}
+	return ErrStopped
+}
+
+// Err returns why the node stopped on its own (a fatal storage error, or
+// its removal from the cluster), or nil while it runs and after Close.
+// Calls on a node that stopped on its own return ErrStopped.
+func (n *Node) Err() error { return n.rn.Err() }
+
+// Close stops the node: calls in flight and later calls return ErrClosed.
+// Every acknowledged write is already durable; the node stays a member of
+// its cluster, and opening the same DataDir again rejoins it. Close is
+// idempotent: later calls return what the first returned.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		n.closed.Store(true)
+		close(n.closingC)
+		n.cancelBg()
+		n.lifeMu.Lock()
+		err := n.rn.Stop()
+		n.lifeMu.Unlock()
+		n.wg.Wait()
+		if n.mem != nil {
+			n.mem.Close()
+		}
+		if err != nil {
+			n.closeErr = fmt.Errorf("concord.Close: %w", err)
+		}
+	})
+	return n.closeErr
+}
+
+// Status describes a node as it last saw itself.
+type Status struct {
+	// ID is the node's raft id; Name its member name.
+	ID   uint64
+	Name string
+	// Term is the raft term; CommitIndex the highest log index known
+	// committed; AppliedIndex the highest applied here.
+	Term, CommitIndex, AppliedIndex uint64
+	// Revision and CompactRevision are the store's, as applied here.
+	Revision, CompactRevision int64
+	// Leader is the leader's raft id, 0 if none is known.
+	Leader uint64
+	// DBSize is the size of the node's badger files in bytes, as badger
+	// last measured it (0 in memory).
+	DBSize int64
+}
+
+// Status returns the node's state as of its last raft Ready. It never
+// blocks and works after Close (returning the last state).
+func (n *Node) Status() Status {
+	st := n.rn.Status()
+	lsm, vlog := n.rn.DB().Size()
+	return Status{
+		ID:              n.id,
+		Name:            n.cfg.Name,
+		Term:            st.Term,
+		CommitIndex:     st.Commit,
+		AppliedIndex:    n.rn.AppliedIndex(),
+		Revision:        n.fsm.Revision(),
+		CompactRevision: n.fsm.CompactRevision(),
+		Leader:          st.Leader,
+		DBSize:          lsm + vlog,
+	}
+}
