@@ -85,8 +85,14 @@ func (n *Node) confChange(ctx context.Context, typ pb.ConfChangeType, id uint64,
 }
 
 // TransferLeadership asks the leader to hand leadership to peer to and
-// waits until to leads or ctx ends.
+// waits until to leads or ctx ends. It must be called on the leader or on
+// peer to: raft forwards a transfer from a third peer in to's name, which
+// the transport rightly drops as a spoofed sender, so a third peer gets
+// ErrNotLeader.
 func (n *Node) TransferLeadership(ctx context.Context, to uint64) error {
+	if n.Leader() != to && !n.IsLeader() && n.cfg.ID != to {
+		return fmt.Errorf("%w: transfer leadership on the leader or on peer %d", ErrNotLeader, to)
+	}
 	for {
 		ch := n.changedC()
 		if n.Leader() == to {
