@@ -6,6 +6,8 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/concordkv/concord/internal/leaktest"
+
 	"github.com/concordkv/concord/raftnode/raftnodetest"
 )
 
@@ -34,10 +36,5 @@ func TestNoGoroutineSurvivesClose(t *testing.T) {
 		t.Fatalf("peer %d caught up without a snapshot", f+1)
 	}
 	c.Close()
-	goleak.VerifyNone(t,
-		// As in TestMain: badger's caches start goroutines that end a
-		// moment after Close.
-		goleak.IgnoreTopFunction("github.com/dgraph-io/ristretto/v2.(*defaultPolicy[...]).processItems"),
-		goleak.IgnoreTopFunction("github.com/dgraph-io/ristretto/v2.(*Cache[...]).processItems"),
-	)
+	goleak.VerifyNone(t, leaktest.Options()...)
 }

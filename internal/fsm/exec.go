@@ -129,19 +129,7 @@ func current(r *badger.Txn, a *arena, key []byte, withValue bool) (record, bool,
 	if err != nil {
 		return record{}, false, err
 	}
-	var rec record
-	err = item.Value(func(v []byte) error {
-		var err error
-		if rec, err = parseRecord(v); err != nil {
-			return err
-		}
-		if withValue {
-			rec.value = bytes.Clone(rec.value)
-		} else {
-			rec.value = nil
-		}
-		return nil
-	})
+	rec, err := itemRecord(item, withValue)
 	return rec, err == nil, err
 }
 

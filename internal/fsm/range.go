@@ -121,7 +121,8 @@ func rangeKeys(r *badger.Txn, req *command.RangeRequest, cur, compact int64) (*c
 	return resp, command.Code_OK, "", nil
 }
 
-// itemRecord decodes the record of an s/k/ item.
+// itemRecord decodes the record of an s/k/ or s/h/ item; the value is
+// copied if withValue, else dropped.
 func itemRecord(item *badger.Item, withValue bool) (record, error) {
 	var rec record
 	err := item.Value(func(v []byte) error {

@@ -154,18 +154,5 @@ func recordAt(r *badger.Txn, key []byte, rev int64, withValue bool) (record, err
 	if err != nil {
 		return record{}, err
 	}
-	var rec record
-	err = item.Value(func(v []byte) error {
-		var err error
-		if rec, err = parseRecord(v); err != nil {
-			return err
-		}
-		if withValue {
-			rec.value = bytes.Clone(rec.value)
-		} else {
-			rec.value = nil
-		}
-		return nil
-	})
-	return rec, err
+	return itemRecord(item, withValue)
 }
