@@ -10,12 +10,6 @@ import (
 	"github.com/concordkv/concord"
 )
 
-// errConcordUnavailable was the placeholder driver's error before the public
-// concord.Node API existed. The driver no longer returns it; the harness
-// still recognises it (main.go, bench_test.go) and would print the concord
-// columns as "n/a (concord.Node not built yet)".
-var errConcordUnavailable = errors.New("concord.Node is not available yet")
-
 // concordCluster is nodes concord members in this process, each with its own
 // data directory (badger: raft log and state; concord always fsyncs), talking
 // raft to each other over TCP on 127.0.0.1. Clients are the *concord.Node

@@ -137,13 +137,6 @@ func mainErr() error {
 	for _, n := range sizes {
 		for _, sys := range selected {
 			err := runSystem(ctx, sys, n, e, selectedWL, o, *dirFlag, *keep, setCell)
-			if errors.Is(err, errConcordUnavailable) {
-				fmt.Fprintf(os.Stderr, "%s %d node(s): %v; its columns print n/a\n", sys.Name, n, err)
-				if *only == sys.Name {
-					failures = append(failures, err)
-				}
-				continue
-			}
 			if err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -195,12 +188,6 @@ func runSystem(ctx context.Context, sys System, nodes int, e *env, wls []Workloa
 			}
 		}
 	}
-	defer func() {
-		if errors.Is(err, errConcordUnavailable) {
-			fail(0, "n/a (concord.Node not built yet)")
-		}
-	}()
-
 	dir, err := os.MkdirTemp(parent, fmt.Sprintf("concord-bench-%s-%dn-", sys.Name, nodes))
 	if err != nil {
 		return err
@@ -216,9 +203,7 @@ func runSystem(ctx context.Context, sys System, nodes int, e *env, wls []Workloa
 	c, err := sys.Open(openCtx, nodes, dir)
 	cancel()
 	if err != nil {
-		if !errors.Is(err, errConcordUnavailable) {
-			fail(0, "error (open)")
-		}
+		fail(0, "error (open)")
 		return err
 	}
 	defer func() {
