@@ -19,8 +19,10 @@
 //	                                v
 //	                             badger (keyspace: internal/schema)
 //
-// loop.go is the only code that touches raft.RawNode; everything else
-// reaches it through channels. Calls on a [Node] are safe from any goroutine.
+// Only the loop goroutine touches raft.RawNode: loop.go owns it and runs the
+// Ready cycle; the loop methods in apply.go, propose.go, readindex.go and
+// confchange.go run on that goroutine too. Everything else reaches it
+// through channels. Calls on a [Node] are safe from any goroutine.
 //
 // # Proposals
 //
