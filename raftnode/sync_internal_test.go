@@ -12,6 +12,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	pb "go.etcd.io/raft/v3/raftpb"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/concordkv/concord/internal/schema"
 	"github.com/concordkv/concord/transport"
@@ -237,7 +238,7 @@ func (s *syncPeers) propose(ctx context.Context, tag string, count int) {
 			running = append(running, i)
 		}
 	}
-	var g syncGroup
+	var g errgroup.Group
 	for w := range 8 {
 		g.Go(func() error {
 			for k := w; k < count; k += 8 {
@@ -364,7 +365,7 @@ func TestSyncFailureBlocksAck(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Stop()
-	var g syncGroup
+	var g errgroup.Group
 	var mu sync.Mutex
 	acked := 0
 	for w := range 4 {
@@ -441,24 +442,4 @@ func TestSyncWritesOn(t *testing.T) {
 			t.Fatalf("proposal %d (entry %d) acknowledged after %d new commits, synced to %d", k, idx, after-before, synced)
 		}
 	}
-}
-
-// syncGroup runs goroutines and keeps the first error.
-type syncGroup struct {
-	wg   sync.WaitGroup
-	once sync.Once
-	err  error
-}
-
-func (g *syncGroup) Go(f func() error) {
-	g.wg.Go(func() {
-		if err := f(); err != nil {
-			g.once.Do(func() { g.err = err })
-		}
-	})
-}
-
-func (g *syncGroup) Wait() error {
-	g.wg.Wait()
-	return g.err
 }
