@@ -1,24 +1,21 @@
 package concord_test
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/concordkv/concord"
+	"github.com/concordkv/concord/internal/killtest"
 )
 
 // TestKillDurability kills a process running concord nodes with SIGKILL at
@@ -187,111 +184,34 @@ func TestKillDurability(t *testing.T) {
 // runKillChild runs one child on dir and kills it after a random number of
 // acks; it records what the child acknowledged.
 func runKillChild(t *testing.T, mode, dir string, addrs []string, round int, rng *rand.Rand, st *killState) {
-	killAfter := 1 + rng.IntN(200)
-
-	cmd := exec.Command(os.Args[0], "-test.run=^TestKillChild$", "-test.count=1", "-test.timeout=2m")
-	cmd.Env = append(os.Environ(),
-		envKillChild+"="+mode,
-		envKillDir+"="+dir,
-		envKillRound+"="+strconv.Itoa(round),
-		envKillAddrs+"="+strings.Join(addrs, ","),
-	)
-	stderr := &lockedBuffer{}
-	cmd.Stderr = stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	killed := false
-	kill := func() {
-		if !killed {
-			killed = true
-			cmd.Process.Signal(os.Kill) // SIGKILL: nothing flushed, nothing closed
-		}
-	}
-	lines := make(chan string, 1024)
-	go func() {
-		defer close(lines)
-		br := bufio.NewReader(stdout)
-		for {
-			line, err := br.ReadString('\n')
-			if err != nil {
-				return // a final fragment without '\n' was never fully printed
+	st.acks += killtest.Run(t, killtest.Child{
+		Name: fmt.Sprintf("round %d", round),
+		Test: "TestKillChild",
+		Env: []string{
+			envKillChild + "=" + mode,
+			envKillDir + "=" + dir,
+			envKillRound + "=" + strconv.Itoa(round),
+			envKillAddrs + "=" + strings.Join(addrs, ","),
+		},
+		KillAfter: 1 + rng.IntN(200),
+		Handle: func(line string) (bool, bool) {
+			f := strings.Fields(line)
+			if len(f) != 3 || f[0] != "ACK" {
+				return false, false
 			}
-			lines <- strings.TrimSuffix(line, "\n")
-		}
-	}()
-	var other []string // lines that are not the protocol: the child's failure
-	acks := 0
-	handle := func(line string) {
-		f := strings.Fields(line)
-		if len(f) != 3 || f[0] != "ACK" {
-			if len(other) < 50 {
-				other = append(other, line)
+			rev, err := strconv.ParseInt(f[2], 10, 64)
+			if err != nil || rev <= 0 {
+				t.Errorf("round %d: bad ack %q", round, line)
+				return false, true
 			}
-			return
-		}
-		rev, err := strconv.ParseInt(f[2], 10, 64)
-		if err != nil || rev <= 0 {
-			t.Errorf("round %d: bad ack %q", round, line)
-			return
-		}
-		if rev <= st.lastRev {
-			t.Errorf("round %d: %s acknowledged at revision %d, below the %d seen after the last restart", round, f[1], rev, st.lastRev)
-		}
-		st.acked[f[1]] = true
-		st.maxRev = max(st.maxRev, rev)
-		acks++
-	}
-	defer func() { // on a failure below, still reap the child
-		kill()
-		for range lines {
-		}
-		cmd.Wait()
-	}()
-
-	deadline := time.NewTimer(60 * time.Second)
-	defer deadline.Stop()
-wait:
-	for {
-		select {
-		case line, ok := <-lines:
-			if !ok {
-				cmd.Wait()
-				t.Fatalf("round %d: child exited before it was killed (%d acks): %v\nstdout:\n%s\nstderr:\n%s",
-					round, acks, cmd.ProcessState, strings.Join(other, "\n"), stderr.String())
+			if rev <= st.lastRev {
+				t.Errorf("round %d: %s acknowledged at revision %d, below the %d seen after the last restart", round, f[1], rev, st.lastRev)
 			}
-			handle(line)
-			if acks >= killAfter {
-				kill()
-				break wait
-			}
-		case <-deadline.C:
-			kill()
-			t.Fatalf("round %d: only %d of %d acks within 60s\nstdout:\n%s\nstderr:\n%s",
-				round, acks, killAfter, strings.Join(other, "\n"), stderr.String())
-		}
-	}
-	// Whatever the child printed before it died counts: those acks were
-	// given to a client.
-	for line := range lines {
-		handle(line)
-	}
-	err = cmd.Wait()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) {
-		t.Fatalf("round %d: child ended with %v, want killed by SIGKILL\nstderr:\n%s", round, err, stderr.String())
-	}
-	if ws, ok := ee.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-		t.Fatalf("round %d: child ended with %v, want killed by SIGKILL\nstderr:\n%s", round, err, stderr.String())
-	}
-	if s := stderr.String(); strings.Contains(s, "DATA RACE") || strings.Contains(s, "panic:") {
-		t.Fatalf("round %d: child failed:\n%s", round, s)
-	}
-	st.acks += acks
+			st.acked[f[1]] = true
+			st.maxRev = max(st.maxRev, rev)
+			return true, true
+		},
+	})
 }
 
 // verifyKill reopens mode's data dirs in this process with the children's
@@ -356,23 +276,4 @@ func verifyKill(t *testing.T, mode, dir string, addrs []string, round int, st *k
 		t.FailNow()
 	}
 	st.lastRev = highest
-}
-
-// lockedBuffer collects the child's stderr, which exec copies on a
-// goroutine of its own.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (w *lockedBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *lockedBuffer) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
 }

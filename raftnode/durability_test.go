@@ -1,16 +1,13 @@
 package raftnode_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"maps"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -20,6 +17,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/concordkv/concord/internal/killtest"
 	"github.com/concordkv/concord/internal/schema"
 	"github.com/concordkv/concord/raftnode"
 	"github.com/concordkv/concord/raftnode/raftnodetest"
@@ -189,111 +187,36 @@ func TestDurability(t *testing.T) {
 // runDurabilityChild runs one child on dir and kills it after a random
 // number of acks plus a random delay; it records what the child printed.
 func runDurabilityChild(t *testing.T, mode, dir string, round int, rng *rand.Rand, st *durabilityState) {
-	killAfter := 1 + rng.IntN(300)                                // acks
-	killDelay := time.Duration(rng.IntN(3000)) * time.Microsecond // then this long
-
-	cmd := exec.Command(os.Args[0], "-test.run=^TestDurabilityChild$", "-test.count=1", "-test.timeout=2m")
-	cmd.Env = append(os.Environ(),
-		envDurabilityChild+"="+mode,
-		envDurabilityDir+"="+dir,
-		envDurabilityRound+"="+strconv.Itoa(round),
-	)
-	stderr := &lockedBuffer{}
-	cmd.Stderr = stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	killed := false
-	kill := func() {
-		if !killed {
-			killed = true
-			cmd.Process.Signal(os.Kill) // SIGKILL: nothing flushed, nothing closed
-		}
-	}
-	lines := make(chan string, 1024)
-	go func() {
-		defer close(lines)
-		br := bufio.NewReader(stdout)
-		for {
-			line, err := br.ReadString('\n')
-			if err != nil {
-				return // a final fragment without '\n' was never fully printed
+	st.acks += killtest.Run(t, killtest.Child{
+		Name: fmt.Sprintf("round %d", round),
+		Test: "TestDurabilityChild",
+		Env: []string{
+			envDurabilityChild + "=" + mode,
+			envDurabilityDir + "=" + dir,
+			envDurabilityRound + "=" + strconv.Itoa(round),
+		},
+		KillAfter: 1 + rng.IntN(300),
+		KillDelay: time.Duration(rng.IntN(3000)) * time.Microsecond,
+		Handle: func(line string) (bool, bool) {
+			kind, id, _ := strings.Cut(line, " ")
+			switch kind {
+			case "PROP":
+				st.proposed[id] = true
+				st.fresh = append(st.fresh, id)
+			case "ACK":
+				if !st.proposed[id] {
+					t.Errorf("round %d: ack of %q, never proposed", round, id)
+				}
+				st.acked[id] = true
+				return true, true
+			case "DUP":
+				t.Errorf("round %d: %q had a value before its first Put was applied: applied twice", round, id)
+			default:
+				return false, false
 			}
-			lines <- strings.TrimSuffix(line, "\n")
-		}
-	}()
-	var other []string // lines that are not the protocol: the child's failure
-	acks := 0
-	handle := func(line string) {
-		kind, id, _ := strings.Cut(line, " ")
-		switch kind {
-		case "PROP":
-			st.proposed[id] = true
-			st.fresh = append(st.fresh, id)
-		case "ACK":
-			if !st.proposed[id] {
-				t.Errorf("round %d: ack of %q, never proposed", round, id)
-			}
-			st.acked[id] = true
-			acks++
-		case "DUP":
-			t.Errorf("round %d: %q had a value before its first Put was applied: applied twice", round, id)
-		default:
-			if len(other) < 50 {
-				other = append(other, line)
-			}
-		}
-	}
-	defer func() { // on a failure below, still reap the child
-		kill()
-		for range lines {
-		}
-		cmd.Wait()
-	}()
-
-	deadline := time.NewTimer(60 * time.Second)
-	defer deadline.Stop()
-	var killC <-chan time.Time
-wait:
-	for {
-		select {
-		case line, ok := <-lines:
-			if !ok {
-				cmd.Wait()
-				t.Fatalf("round %d: child exited before it was killed (%d acks): %v\nstdout:\n%s\nstderr:\n%s",
-					round, acks, cmd.ProcessState, strings.Join(other, "\n"), stderr.String())
-			}
-			handle(line)
-			if acks >= killAfter && killC == nil {
-				killC = time.After(killDelay)
-			}
-		case <-killC:
-			kill()
-			break wait
-		case <-deadline.C:
-			kill()
-			t.Fatalf("round %d: only %d of %d acks within 60s\nstdout:\n%s\nstderr:\n%s",
-				round, acks, killAfter, strings.Join(other, "\n"), stderr.String())
-		}
-	}
-	// Whatever the child printed before it died counts: those acks were
-	// given to a client.
-	for line := range lines {
-		handle(line)
-	}
-	err = cmd.Wait()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != -1 {
-		t.Fatalf("round %d: child ended with %v, want killed by SIGKILL\nstderr:\n%s", round, err, stderr.String())
-	}
-	if s := stderr.String(); strings.Contains(s, "DATA RACE") || strings.Contains(s, "panic:") {
-		t.Fatalf("round %d: child failed:\n%s", round, s)
-	}
-	st.acks += acks
+			return false, true
+		},
+	})
 }
 
 // verifyDurability reopens the data dirs of mode in this process, waits
@@ -423,23 +346,4 @@ func appliedIDs(db *badger.DB, proposed map[string]bool) (map[string]bool, error
 		return nil
 	})
 	return found, err
-}
-
-// lockedBuffer collects the child's stderr, which exec copies on a
-// goroutine of its own.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (w *lockedBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *lockedBuffer) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
 }
