@@ -80,6 +80,10 @@ type Config struct {
 	// MaxKeySize caps the size of a key a put writes; larger ones get
 	// ErrKeyTooLarge. Default 1.5 KiB; at most 16 KiB.
 	MaxKeySize int
+	// WatchProgressInterval is how long a watch made WithProgressNotify
+	// stays silent before it sends a progress notification (an empty
+	// response carrying the revision it got to). Default 10s.
+	WatchProgressInterval time.Duration
 }
 
 // Defaults of Config's tuning fields.
@@ -91,6 +95,7 @@ const (
 	defaultSnapshotCatchUpEntries = 5000
 	defaultMaxRequestBytes        = 3 << 19 // 1.5 MiB
 	defaultMaxKeySize             = 3 << 9  // 1.5 KiB
+	defaultWatchProgressInterval  = 10 * time.Second
 	maxMaxRequestBytes            = 8 << 20
 
 	// In memory, badger refuses values over 1 MiB, and a raft entry (a
@@ -145,6 +150,7 @@ func (c *Config) setDefaults() {
 	setDefault(&c.SnapshotCatchUpEntries, defaultSnapshotCatchUpEntries)
 	setDefault(&c.MaxRequestBytes, defaultMaxRequestBytes)
 	setDefault(&c.MaxKeySize, defaultMaxKeySize)
+	setDefault(&c.WatchProgressInterval, defaultWatchProgressInterval)
 	if self, ok := c.InitialCluster[c.Name]; ok {
 		setDefault(&c.PeerAddr, self)
 		setDefault(&c.AdvertisePeerAddr, self)
@@ -186,6 +192,8 @@ func (c *Config) validate() error {
 		return bad("SnapshotCatchUpEntries (%d) must be below SnapshotEntries (%d)", c.SnapshotCatchUpEntries, c.SnapshotEntries)
 	case c.MaxRequestBytes < 0 || c.MaxRequestBytes > maxMaxRequestBytes:
 		return bad("MaxRequestBytes must be in [1, %d], got %d", maxMaxRequestBytes, c.MaxRequestBytes)
+	case c.WatchProgressInterval < time.Millisecond:
+		return bad("WatchProgressInterval must be at least 1ms, got %v", c.WatchProgressInterval)
 	case c.MaxKeySize < 0 || c.MaxKeySize > fsm.MaxKeySize:
 		return bad("MaxKeySize must be in [1, %d], got %d", fsm.MaxKeySize, c.MaxKeySize)
 	}

@@ -49,6 +49,8 @@ var (
 	// ErrCompareFailed is returned by CompareAndSwap and CompareAndDelete
 	// when the current value differs.
 	ErrCompareFailed = errors.New("concord: compare failed")
+	// ErrDecode is wrapped by the errors of values a Codec fails to decode.
+	ErrDecode = errors.New("concord: value does not decode")
 
 	// ErrLeaseNotFound is returned for a lease that does not exist.
 	ErrLeaseNotFound = errors.New("concord: lease not found")

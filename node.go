@@ -13,7 +13,9 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/concordkv/concord/internal/command"
 	"github.com/concordkv/concord/internal/fsm"
+	"github.com/concordkv/concord/internal/watchhub"
 	"github.com/concordkv/concord/raftnode"
 	"github.com/concordkv/concord/transport"
 )
@@ -26,6 +28,7 @@ type Node struct {
 	id    uint64
 	rn    *raftnode.Node
 	fsm   *fsm.FSM
+	hub   *watchhub.Hub[*Event]
 	mem   *transport.Network // the in-memory transport of a node without PeerAddr, else nil
 	log   *slog.Logger
 	names map[uint64]string // static members' names by raft id; read-only
@@ -99,7 +102,17 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	peers, names := initialPeers(&c, id, tr.Addr())
-	f := fsm.New(fsm.Config{})
+	// The hub calls History and Revision only for watches, made once open
+	// has returned n.
+	var n *Node
+	hub := watchhub.New(watchhub.Config[*Event]{
+		History: func(from int64, key, end []byte, prevKV bool, fn func(*command.Event) error) (int64, int64, error) {
+			return n.history(from, key, end, prevKV, fn)
+		},
+		Revision: func() int64 { return n.fsm.Revision() },
+		Convert:  toEvent,
+	})
+	f := fsm.New(fsm.Config{OnCommit: hub.OnCommit})
 	batch := 0 // raftnode's default
 	if c.DataDir == "" {
 		batch = memMaxProposalBatch
@@ -119,6 +132,7 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 		MaxProposalBatch:       batch,
 	})
 	if err != nil {
+		hub.Close()
 		tr.Close()
 		if mem != nil {
 			mem.Close()
@@ -126,6 +140,7 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	if err := f.Load(rn.DB()); err != nil {
+		hub.Close()
 		err = errors.Join(err, rn.Stop())
 		if mem != nil {
 			mem.Close()
@@ -135,11 +150,12 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{
+	n = &Node{
 		cfg:      c,
 		id:       id,
 		rn:       rn,
 		fsm:      f,
+		hub:      hub,
 		mem:      mem,
 		log:      log,
 		names:    names,
@@ -272,6 +288,7 @@ func (n *Node) Close() error {
 		n.closed.Store(true)
 		close(n.closingC)
 		n.cancelBg()
+		n.hub.Close() // ends watches
 		n.lifeMu.Lock()
 		err := n.rn.Stop()
 		n.lifeMu.Unlock()

@@ -51,7 +51,7 @@ type Op struct {
 	thenOps []Op
 	elseOps []Op
 
-	// watch, for later
+	// watch
 	progressNotify, filterPut, filterDelete, createdNotify bool
 }
 

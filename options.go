@@ -106,26 +106,25 @@ func WithIgnoreLease() OpOption {
 	return func(op *Op) { op.ignoreLease = true }
 }
 
-// WithProgressNotify makes a Watch send empty responses carrying the
-// current revision while nothing changes. Watches are not available yet.
+// WithProgressNotify makes a Watch send an empty response carrying the
+// revision it got to (every event up to it delivered) whenever it stayed
+// silent for Config.WatchProgressInterval.
 func WithProgressNotify() OpOption {
 	return func(op *Op) { op.progressNotify = true }
 }
 
-// WithFilterPut makes a Watch leave out put events. Watches are not
-// available yet.
+// WithFilterPut makes a Watch leave out put events.
 func WithFilterPut() OpOption {
 	return func(op *Op) { op.filterPut = true }
 }
 
-// WithFilterDelete makes a Watch leave out delete events. Watches are not
-// available yet.
+// WithFilterDelete makes a Watch leave out delete events.
 func WithFilterDelete() OpOption {
 	return func(op *Op) { op.filterDelete = true }
 }
 
 // WithCreatedNotify makes a Watch send a first response, with Created set
-// and no events, once it is set up. Watches are not available yet.
+// and no events, once it is set up.
 func WithCreatedNotify() OpOption {
 	return func(op *Op) { op.createdNotify = true }
 }

@@ -60,9 +60,10 @@ func (n *Node) read(ctx context.Context, req *command.RangeRequest) (*command.Re
 }
 
 // view runs fn on a read-only transaction of the node's DB, unless the
-// node is closed (the DB with it).
+// node is closed (the DB with it). It never sees a snapshot restore half
+// done (fsm.View).
 func (n *Node) view(fn func(*badger.Txn) error) error {
-	return n.withDB(func() error { return n.rn.DB().View(fn) })
+	return n.withDB(func() error { return n.fsm.View(n.rn.DB(), fn) })
 }
 
 // codeErr maps a refusal of the state machine to its sentinel error.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
@@ -73,6 +74,11 @@ type FSM struct {
 	// Committed state, for any goroutine.
 	committedRev     atomic.Int64
 	committedCompact atomic.Int64
+
+	// restoreMu is held for writing while Restore replaces the state (in
+	// several badger transactions, after dropping the old one), and for
+	// reading by View.
+	restoreMu sync.RWMutex
 }
 
 var (
@@ -95,6 +101,17 @@ func (f *FSM) Load(db *badger.DB) error {
 		}
 		return err
 	})
+}
+
+// View runs fn on a read-only transaction of db that sees no Restore half
+// done: a Restore drops the old state and loads the new one in several
+// transactions, so a plain transaction opened meanwhile may see a torn
+// state. View waits for a Restore in progress, and a Restore waits for the
+// Views in progress; keep fn short.
+func (f *FSM) View(db *badger.DB, fn func(*badger.Txn) error) error {
+	f.restoreMu.RLock()
+	defer f.restoreMu.RUnlock()
+	return db.View(fn)
 }
 
 // Revision returns the store's current revision as committed: 1 when
@@ -246,11 +263,14 @@ func (f *FSM) Snapshot(txn *badger.Txn, w io.Writer) error {
 func (f *FSM) Restore(db *badger.DB, r io.Reader) error {
 	f.loaded, f.events = false, nil
 	f.cache.reset()
-	if err := raftnode.LoadPrefix(db, schema.State, r); err != nil {
+	f.restoreMu.Lock()
+	err := raftnode.LoadPrefix(db, schema.State, r)
+	f.restoreMu.Unlock()
+	if err != nil {
 		return err
 	}
 	var rev, compact int64
-	err := db.View(func(txn *badger.Txn) error {
+	err = db.View(func(txn *badger.Txn) error {
 		var err error
 		rev, compact, err = ReadRevisions(txn)
 		return err

@@ -42,7 +42,7 @@ func (f *FSM) History(txn *badger.Txn, from int64, key, end []byte, prevKV bool,
 		if !ok {
 			return errBadRecord
 		}
-		if !inRange(k, key, end) {
+		if !InRange(k, key, end) {
 			continue
 		}
 		k = bytes.Clone(k)

@@ -19,8 +19,9 @@ func isSingle(end []byte) bool { return len(end) == 0 }
 // isFromKey tells whether end means "no end".
 func isFromKey(end []byte) bool { return len(end) == 1 && end[0] == 0 }
 
-// inRange tells whether k is in the range (key, end).
-func inRange(k, key, end []byte) bool {
+// InRange tells whether k is in the range (key, end), as a RangeRequest
+// names it.
+func InRange(k, key, end []byte) bool {
 	switch {
 	case isSingle(end):
 		return bytes.Equal(k, key)
