@@ -46,6 +46,15 @@ func NewInformer[T any](ctx context.Context, n *Node, prefix string, c Codec[T])
 	if err != nil {
 		return nil, fmt.Errorf("concord.NewInformer: %w", err)
 	}
+	inf, err := startInformer(ctx, n, prefix, c, resp)
+	if err != nil {
+		return nil, fmt.Errorf("concord.NewInformer: %w", err)
+	}
+	return inf, nil
+}
+
+// startInformer starts an Informer from the state read in resp.
+func startInformer[T any](ctx context.Context, n *Node, prefix string, c Codec[T], resp *GetResponse) (*Informer[T], error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	inf := &Informer[T]{
 		n: n, prefix: prefix, codec: c, cancel: cancel,
@@ -56,7 +65,7 @@ func NewInformer[T any](ctx context.Context, n *Node, prefix string, c Codec[T])
 	inf.reset(resp)
 	if err := n.spawn(func() { inf.run(ctx) }); err != nil {
 		cancel(err)
-		return nil, fmt.Errorf("concord.NewInformer: %w", err)
+		return nil, err
 	}
 	return inf, nil
 }

@@ -353,17 +353,20 @@ func (w *Watcher[E]) rejoin() {
 	h.addLocked(w)
 }
 
-// progress returns the revision a progress notice may report: every
-// commit dispatched was delivered, or the watcher is not synced (ok
-// false).
+// progress returns the revision a progress notice may report: the last
+// commit dispatched, if the watcher is synced, got everything dispatched,
+// and the store has reached the revision before the watch's start (a
+// watch from a revision this node has not reached yet reports nothing
+// below its start). ok is false otherwise.
 func (w *Watcher[E]) progress() (int64, bool) {
 	h := w.h
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.unsynced || len(w.queue) > 0 {
+	rev := max(h.dispatched, w.header)
+	if w.unsynced || len(w.queue) > 0 || rev < w.next-1 {
 		return 0, false
 	}
-	return max(h.dispatched, w.header), true
+	return rev, true
 }
