@@ -8,10 +8,11 @@
 // What works today: static clusters (InitialCluster) and one-node
 // clusters, durable (DataDir) or in memory; Put, Get, Delete, Txn,
 // Compact and the helpers Create, CompareAndSwap, CompareAndDelete and
-// PutSequential; cluster info and leadership transfer. Gossip membership
-// (Config.GossipAddr, Join, BootstrapExpect), leases (WithLease, WithTTL),
-// watches and the coordination primitives built on them are not available
-// yet: their options are refused with a clear error rather than ignored.
+// PutSequential; watches ([Node.Watch], [WatchTyped], [Informer]);
+// cluster info and leadership transfer. Gossip membership
+// (Config.GossipAddr, Join, BootstrapExpect), leases (WithLease, WithTTL)
+// and the coordination primitives built on them are not available yet:
+// their options are refused with a clear error rather than ignored.
 //
 // # Architecture
 //
@@ -27,6 +28,10 @@
 //
 //	  Get: ReadIndex (unless WithSerializable), then fsm.Range on a
 //	  read-only badger transaction of this node: no network hop.
+//
+//	  Watch: internal/fsm --OnCommit--> internal/watchhub --> watchers
+//	  (each batch's events once the batch is durable; the hub never
+//	  blocks apply, slow watchers catch up from fsm.History)
 //
 // Writes go through raft (package raftnode; messages over package
 // transport: TCP with optional mTLS, or in memory for a node without
@@ -90,4 +95,33 @@
 //     Compact discards that history: then they get ErrCompacted.
 //   - A restarted node keeps its data and revision; a node that was away
 //     catches up from the log or a snapshot.
+//
+// # Watches
+//
+// [Node.Watch] streams the changes of a key or range as the node it is
+// called on applies them, so it works the same on any member and has no
+// gap across leader changes:
+//
+//	for resp := range n.Watch(ctx, "config/", concord.WithPrefix(), concord.WithRev(rev+1)) {
+//		if err := resp.Err(); err != nil {
+//			// ErrCompacted: the history from rev+1 is gone; read the
+//			// state again and watch from there.
+//		}
+//		for _, ev := range resp.Events { ... }
+//	}
+//
+// Events arrive in revision order, each once, nothing skipped; a
+// revision's events come in one response; each response's
+// Header.Revision says how far the watch got, so a watch resumes from
+// Header.Revision+1 on any member. A watcher that stops reading never
+// slows writes or other watchers: it falls behind, reads the history kept
+// by the store when it reads again, and, if that history was compacted
+// meanwhile, gets a canceled response with CompactRevision (a resync
+// signal, never a silent gap). Delivery wakes watchers at once, with no
+// polling tick; all watchers of a revision share its decoded events.
+//
+// [WatchTyped] decodes values with a [Codec] ([JSON] by default).
+// [Informer] keeps a local, revision-consistent copy of a prefix (read,
+// then watch from the next revision; read again after a compaction): the
+// building block for config and service discovery.
 package concord

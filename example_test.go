@@ -145,3 +145,79 @@ func ExampleNode_PutSequential() {
 	// jobs/00000000000000000004
 	// first of 3: resize
 }
+
+// Watch streams every change of a prefix, in revision order; WithRev
+// replays the history from a past revision first, and WithPrevKV adds each
+// key's previous state.
+func ExampleNode_Watch() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	n := openExample()
+	defer n.Close()
+	first, err := n.Put(ctx, "config/color", "blue")
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := n.Put(ctx, "config/color", "green"); err != nil {
+		log.Fatal(err)
+	}
+	if _, err := n.Delete(ctx, "config/color"); err != nil {
+		log.Fatal(err)
+	}
+
+	seen := 0
+	for resp := range n.Watch(ctx, "config/", concord.WithPrefix(), concord.WithRev(first.Revision), concord.WithPrevKV()) {
+		if err := resp.Err(); err != nil {
+			log.Fatal(err)
+		}
+		for _, ev := range resp.Events {
+			prev := "none"
+			if ev.PrevKv != nil {
+				prev = string(ev.PrevKv.Value)
+			}
+			fmt.Printf("%s %s=%s at %d (before: %s)\n", ev.Type, ev.Kv.Key, ev.Kv.Value, ev.Kv.ModRevision, prev)
+			seen++
+		}
+		if seen == 3 {
+			cancel() // ends the watch: its channel closes
+		}
+	}
+	// Output:
+	// PUT config/color=blue at 2 (before: none)
+	// PUT config/color=green at 3 (before: blue)
+	// DELETE config/color= at 4 (before: green)
+}
+
+// An Informer keeps a local copy of a prefix, decoded, that follows every
+// change: reads cost no round trip.
+func ExampleInformer() {
+	ctx := context.Background()
+	n := openExample()
+	defer n.Close()
+	type endpoint struct {
+		Addr string `json:"addr"`
+	}
+	if _, err := n.Put(ctx, "svc/api/1", `{"addr":"10.0.0.1:80"}`); err != nil {
+		log.Fatal(err)
+	}
+	inf, err := concord.NewInformer(ctx, n, "svc/api/", concord.JSON[endpoint]())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer inf.Close()
+
+	resp, err := n.Put(ctx, "svc/api/2", `{"addr":"10.0.0.2:80"}`)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := inf.WaitRevision(ctx, resp.Revision); err != nil {
+		log.Fatal(err)
+	}
+	all, rev := inf.Snapshot()
+	fmt.Println(len(all), "endpoints at revision", rev)
+	e, _ := inf.Get("svc/api/2")
+	fmt.Println(e.Addr)
+	// Output:
+	// 2 endpoints at revision 3
+	// 10.0.0.2:80
+}

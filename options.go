@@ -33,9 +33,10 @@ func WithFromKey() OpOption {
 }
 
 // WithRev makes a Get read the store as of revision rev (0 = the current
-// one), or a Watch start at rev. A negative rev is refused with
-// ErrInvalidRevision; a rev below the compact revision gets ErrCompacted and
-// one above the current revision ErrFutureRev.
+// one), or a Watch start at rev (0 = after the current one). A negative rev
+// is refused with ErrInvalidRevision; a rev below the compact revision
+// gets ErrCompacted. A Get above the current revision gets ErrFutureRev; a
+// Watch from there waits for it.
 func WithRev(rev int64) OpOption {
 	return func(op *Op) { op.rev = rev }
 }

@@ -55,8 +55,11 @@ type WatchChan <-chan WatchResponse
 // WatchResponse is one delivery of a watch.
 type WatchResponse struct {
 	// Header.Revision is how far the watch got: it has delivered every
-	// event of its range up to this revision (not counting events before
-	// its start). It never goes down from one response to the next.
+	// event of its range up to this revision (from its start on). It never
+	// goes down from one response to the next, nor below the revision
+	// before the watch's start (but for the Created response, which
+	// carries the member's revision when the watch was made, if lower):
+	// resume with WithRev(Header.Revision+1).
 	Header
 	// Events are the changes, in revision order and within a revision in
 	// key order; a revision's events are never split across responses.
