@@ -131,13 +131,27 @@ func (n *Node) Watch(ctx context.Context, key string, opts ...OpOption) WatchCha
 	op := Op{t: opGet, key: []byte(key)}
 	op.apply(opts)
 	out := make(chan WatchResponse)
+	// direct hands a delivery over at once when the caller is waiting on
+	// the channel: the common case of a watcher that keeps up, without
+	// waking the watch's goroutine.
+	direct := func(d watchhub.Delivery[*Event]) bool {
+		if ctx.Err() != nil {
+			return false
+		}
+		select {
+		case out <- WatchResponse{Header: n.watchHeader(d.Revision), Events: d.Events}:
+			return true
+		default:
+			return false
+		}
+	}
 	err := op.checkWatch()
 	if err == nil {
 		err = n.withDB(func() error {
-			w, err := n.hub.Watch(watchhub.Options{
+			w, err := n.hub.Watch(watchhub.Options[*Event]{
 				Key: op.key, End: op.end, Rev: op.rev,
 				PrevKV: op.prevKV, FilterPut: op.filterPut, FilterDelete: op.filterDelete,
-				Progress: n.progressInterval(&op),
+				Progress: n.progressInterval(&op), Direct: direct,
 			})
 			if err != nil {
 				return ErrClosed

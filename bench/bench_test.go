@@ -111,6 +111,16 @@ func TestDrivers(t *testing.T) {
 					t.Fatal(err)
 				}
 				for _, wl := range workloads {
+					if wl.Watchers > 0 {
+						res, err := runFanout(ctx, c, wl, runOpts{Ops: 50})
+						if err != nil {
+							t.Fatalf("%s: %v", wl.ID(), err)
+						}
+						if res.Ops != 50*int64(wl.Watchers) || res.Successes != 50 || res.P99 <= 0 || res.P50 > res.P99 {
+							t.Errorf("%s: %+v", wl.ID(), res)
+						}
+						continue
+					}
 					res, err := run(ctx, c, e, wl, runOpts{Ops: 200})
 					if err != nil {
 						t.Fatalf("%s: %v", wl.ID(), err)

@@ -139,4 +139,22 @@ func (s concordStore) CAS(ctx context.Context, key, old, new string) (bool, erro
 	}
 }
 
+func (s concordStore) WatchPrefix(ctx context.Context, prefix string, created func(), fn func([]byte)) error {
+	for resp := range s.n.Watch(ctx, prefix, concord.WithPrefix(), concord.WithCreatedNotify()) {
+		if resp.Created {
+			created()
+			continue
+		}
+		if err := resp.Err(); err != nil {
+			return err
+		}
+		for _, ev := range resp.Events {
+			if ev.Type == concord.EventTypePut {
+				fn(ev.Kv.Value)
+			}
+		}
+	}
+	return nil
+}
+
 func (s concordStore) Close() error { return nil }

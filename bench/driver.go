@@ -22,6 +22,11 @@ type Store interface {
 	// atomic transaction. It reports whether the swap happened; a failed
 	// compare is (false, nil), not an error.
 	CAS(ctx context.Context, key, old, new string) (bool, error)
+	// WatchPrefix watches every key under prefix from now on: it calls
+	// created once the watch is set up (every later put reaches it), then
+	// fn with the value of each put, in order, until ctx ends (nil) or the
+	// watch fails.
+	WatchPrefix(ctx context.Context, prefix string, created func(), fn func(value []byte)) error
 	// Close releases the client. It does not stop the member.
 	Close() error
 }

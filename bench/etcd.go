@@ -165,4 +165,22 @@ func (s *etcdStore) CAS(ctx context.Context, key, old, new string) (bool, error)
 	return resp.Succeeded, nil
 }
 
+func (s *etcdStore) WatchPrefix(ctx context.Context, prefix string, created func(), fn func([]byte)) error {
+	for resp := range s.cli.Watch(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify()) {
+		if resp.Created {
+			created()
+			continue
+		}
+		if err := resp.Err(); err != nil {
+			return err
+		}
+		for _, ev := range resp.Events {
+			if ev.Type == clientv3.EventTypePut {
+				fn(ev.Kv.Value)
+			}
+		}
+	}
+	return nil
+}
+
 func (s *etcdStore) Close() error { return s.cli.Close() }

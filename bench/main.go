@@ -36,7 +36,7 @@ func mainErr() error {
 		warmup     = flag.Duration("warmup", time.Second, "unmeasured run of each workload before it is measured")
 		only       = flag.String("only", "both", "which systems to run: etcd, concord or both")
 		nodesFlag  = flag.String("nodes", "1,3", "comma-separated cluster sizes")
-		runFlag    = flag.String("run", "", "regexp selecting workloads by id (put-c1, put-c16, put-c256, get-lin-c16, get-lin-c256, get-ser-c16, get-ser-c256, cas-c16)")
+		runFlag    = flag.String("run", "", "regexp selecting workloads by id (put-c1, put-c16, put-c256, get-lin-c16, get-lin-c256, get-ser-c16, get-ser-c256, cas-c16, watch-w100, watch-w1000)")
 		nkeys      = flag.Int("keys", 10000, "number of distinct keys for put and get")
 		valueSize  = flag.Int("value-size", 256, "put value size in bytes")
 		dirFlag    = flag.String("dir", "", "parent directory for the data directories (default: the system temp dir); must be on the disk you want to measure")
@@ -152,6 +152,8 @@ func mainErr() error {
 	fmt.Println()
 	fmt.Println("cas rows: \"attempts\" counts every read+compare-and-swap round, \"successes\" only the swaps that won;")
 	fmt.Println("their latency columns cover the attempts (resp. the winning attempts), read included.")
+	fmt.Println("watch rows: one writer, w watchers of its prefix; ops/s is events delivered per second over all")
+	fmt.Println("watchers, p50/p99 the lag from the start of a put to its delivery to a watcher.")
 	return errors.Join(failures...)
 }
 
@@ -170,6 +172,9 @@ func loadavg() string {
 
 // rowNames is the table rows a workload fills: one, or two for CAS.
 func rowNames(wl Workload) []string {
+	if wl.Watchers > 0 {
+		return []string{fmt.Sprintf("%s w=%d", wl.Name, wl.Watchers)}
+	}
 	name := fmt.Sprintf("%s c=%d", wl.Name, wl.Conc)
 	if wl.CAS {
 		return []string{name + " attempts", name + " successes"}
@@ -221,7 +226,12 @@ func runSystem(ctx context.Context, sys System, nodes int, e *env, wls []Workloa
 	fmt.Fprintf(os.Stderr, "%s %d node(s): preloaded %d keys in %v\n", sys.Name, nodes, len(e.keys), time.Since(t0).Round(time.Millisecond))
 
 	for i, wl := range wls {
-		res, err := run(ctx, c, e, wl, o)
+		var res Result
+		if wl.Watchers > 0 {
+			res, err = runFanout(ctx, c, wl, o)
+		} else {
+			res, err = run(ctx, c, e, wl, o)
+		}
 		if err != nil {
 			fail(i, "error")
 			return err
@@ -230,6 +240,11 @@ func runSystem(ctx context.Context, sys System, nodes int, e *env, wls []Workloa
 		setCell(nodes, names[0], sys.Name, cell{ok: true, opsPerS: res.OpsPerSec(), p50: res.P50, p99: res.P99})
 		line := fmt.Sprintf("%s %d node(s) %-13s %10s ops/s  p50 %-9s p99 %-9s",
 			sys.Name, nodes, wl.ID(), fmtRate(res.OpsPerSec()), fmtLatency(res.P50), fmtLatency(res.P99))
+		if wl.Watchers > 0 {
+			line = fmt.Sprintf("%s %d node(s) %-13s %10s events/s  lag p50 %-9s p99 %-9s  (%d puts, %s/s)",
+				sys.Name, nodes, wl.ID(), fmtRate(res.OpsPerSec()), fmtLatency(res.P50), fmtLatency(res.P99),
+				res.Successes, fmtRate(res.SuccPerSec()))
+		}
 		if wl.CAS {
 			setCell(nodes, names[1], sys.Name, cell{ok: true, opsPerS: res.SuccPerSec(), p50: res.SuccP50, p99: res.SuccP99})
 			line += fmt.Sprintf("  successes %s/s (%d of %d)", fmtRate(res.SuccPerSec()), res.Successes, res.Ops)

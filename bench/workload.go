@@ -31,14 +31,23 @@ type opFunc func(ctx context.Context, s Store, env *env, w *worker) (success boo
 
 // Workload is one row of the table (two rows for CAS: attempts and successes).
 type Workload struct {
-	Name string // "put", "get-lin", "get-ser", "cas"
+	Name string // "put", "get-lin", "get-ser", "cas", "watch"
 	Conc int    // concurrent workers
 	Op   opFunc
 	CAS  bool // report successes as well as attempts
+	// Watchers > 0 makes it the watch fan-out workload (runFanout): that
+	// many watchers, one writer; Conc and Op are unused.
+	Watchers int
 }
 
-// ID is the workload's name in -run and in progress lines, e.g. "put-c16".
-func (wl Workload) ID() string { return fmt.Sprintf("%s-c%d", wl.Name, wl.Conc) }
+// ID is the workload's name in -run and in progress lines, e.g. "put-c16"
+// or "watch-w100".
+func (wl Workload) ID() string {
+	if wl.Watchers > 0 {
+		return fmt.Sprintf("%s-w%d", wl.Name, wl.Watchers)
+	}
+	return fmt.Sprintf("%s-c%d", wl.Name, wl.Conc)
+}
 
 // env is what the workloads share: the key space and the run parameters.
 type env struct {
@@ -103,6 +112,8 @@ var workloads = []Workload{
 	{Name: "get-ser", Conc: 16, Op: opGetSerializable},
 	{Name: "get-ser", Conc: 256, Op: opGetSerializable},
 	{Name: "cas", Conc: 16, Op: opCAS, CAS: true},
+	{Name: "watch", Watchers: 100},
+	{Name: "watch", Watchers: 1000},
 }
 
 // runOpts bounds each measured phase: by Duration, or by Ops total operations

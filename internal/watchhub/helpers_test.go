@@ -124,7 +124,7 @@ func (s *store) history(from int64, key, end []byte, prevKV bool, fn func(*comma
 }
 
 // want returns what a watch with o should deliver from the log, up to rev.
-func (s *store) want(o Options, upTo int64) []ev {
+func (s *store) want(o Options[ev], upTo int64) []ev {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []ev
@@ -174,7 +174,7 @@ func readN(t *testing.T, w *Watcher[ev], n int) []ev {
 
 // expect reads from w what a watch with o should get from the log up to
 // revision upTo, and compares.
-func expect(t *testing.T, what string, s *store, w *Watcher[ev], o Options, upTo int64) {
+func expect(t *testing.T, what string, s *store, w *Watcher[ev], o Options[ev], upTo int64) {
 	t.Helper()
 	want := s.want(o, upTo)
 	equal(t, what, readN(t, w, len(want)), want)

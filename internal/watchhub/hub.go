@@ -267,6 +267,10 @@ func (h *Hub[E]) keepLocked(b *batch[E]) {
 // enqueueLocked appends b to w's queue, or makes w unsynced if it is full.
 func (h *Hub[E]) enqueueLocked(w *Watcher[E], b *batch[E]) {
 	w.mu.Lock()
+	if w.idle && len(w.queue) == 0 && w.o.Direct != nil && w.directLocked(b) {
+		w.mu.Unlock()
+		return
+	}
 	if len(w.queue) > 0 && (len(w.queue) >= QueueLen || w.queuedBytes+b.size > QueueBytes) {
 		w.mu.Unlock()
 		h.unsyncLocked(w)

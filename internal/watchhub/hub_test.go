@@ -33,7 +33,7 @@ func del(keys ...string) []change {
 	return out
 }
 
-func watch(t *testing.T, s *store, o Options) *Watcher[ev] {
+func watch(t *testing.T, s *store, o Options[ev]) *Watcher[ev] {
 	t.Helper()
 	w, err := s.hub.Watch(o)
 	if err != nil {
@@ -48,7 +48,7 @@ func watch(t *testing.T, s *store, o Options) *Watcher[ev] {
 // events in revision order.
 func TestDeliversRangesAndFilters(t *testing.T) {
 	s := newStore(t)
-	opts := []Options{
+	opts := []Options[ev]{
 		{Key: []byte("a")},
 		{Key: []byte("a"), End: []byte("b")},
 		{Key: []byte("b"), End: []byte{0}},
@@ -75,7 +75,7 @@ func TestDeliversRangesAndFilters(t *testing.T) {
 func TestRevisionsAreWhole(t *testing.T) {
 	setVar(t, &MaxEvents, 2)
 	s := newStore(t)
-	o := Options{Key: []byte("k"), End: []byte("l")}
+	o := Options[ev]{Key: []byte("k"), End: []byte("l")}
 	synced := watch(t, s, o)
 	s.commit(put("k1", "k2", "k3"), put("k1"), put("k2", "k4"))
 	s.commit(put("k1", "k2", "k3", "k4", "k5"))
@@ -103,7 +103,7 @@ func TestRevisionsAreWhole(t *testing.T) {
 func TestSlowWatcherCatchesUp(t *testing.T) {
 	setVar(t, &QueueLen, 4)
 	s := newStore(t)
-	o := Options{Key: []byte("k"), End: []byte("l"), PrevKV: true}
+	o := Options[ev]{Key: []byte("k"), End: []byte("l"), PrevKV: true}
 	slow, fast := watch(t, s, o), watch(t, s, o)
 	o.Rev = 2
 	var fastGot []ev
@@ -137,7 +137,7 @@ func unsynced(w *Watcher[ev]) bool {
 func TestSlowWatcherCompacted(t *testing.T) {
 	setVar(t, &QueueLen, 4)
 	s := newStore(t)
-	o := Options{Key: []byte("k")}
+	o := Options[ev]{Key: []byte("k")}
 	slow := watch(t, s, o)
 	for range 20 {
 		s.commit(put("k"))
@@ -173,11 +173,11 @@ func TestWatchFromRevision(t *testing.T) {
 		s.commit(put("k"))
 	}
 	s.compactTo(5)
-	from4 := watch(t, s, Options{Key: []byte("k"), Rev: 4})
+	from4 := watch(t, s, Options[ev]{Key: []byte("k"), Rev: 4})
 	if _, err := from4.Next(testCtx(t)); !errors.As(err, new(*CompactedError)) {
 		t.Fatalf("watch from 4, compacted at 5: %v", err)
 	}
-	o := Options{Key: []byte("k"), Rev: 5}
+	o := Options[ev]{Key: []byte("k"), Rev: 5}
 	from5 := watch(t, s, o)
 	if from5.Created() != 4 {
 		t.Fatalf("Created() = %d, want 4", from5.Created())
@@ -195,7 +195,7 @@ func TestWatchFromRevision(t *testing.T) {
 // got to, after the interval.
 func TestProgress(t *testing.T) {
 	s := newStore(t)
-	w := watch(t, s, Options{Key: []byte("k"), Progress: 5 * time.Millisecond})
+	w := watch(t, s, Options[ev]{Key: []byte("k"), Progress: 5 * time.Millisecond})
 	s.commit(put("other"))
 	s.commit(put("other"))
 	for {
@@ -221,7 +221,7 @@ func TestProgress(t *testing.T) {
 // reported, watchers read them from the history.
 func TestRestoreResyncs(t *testing.T) {
 	s := newStore(t)
-	o := Options{Key: []byte("k"), End: []byte("l"), Rev: 2}
+	o := Options[ev]{Key: []byte("k"), End: []byte("l"), Rev: 2}
 	w := watch(t, s, o)
 	s.commit(put("k1"))
 	readN(t, w, 1)
@@ -243,8 +243,8 @@ func TestRestoreResyncs(t *testing.T) {
 // watcher leaves the registry.
 func TestClose(t *testing.T) {
 	s := newStore(t)
-	w := watch(t, s, Options{Key: []byte("k")})
-	w2 := watch(t, s, Options{Key: []byte("k"), End: []byte("l")})
+	w := watch(t, s, Options[ev]{Key: []byte("k")})
+	w2 := watch(t, s, Options[ev]{Key: []byte("k"), End: []byte("l")})
 	w2.Close()
 	s.hub.mu.Lock()
 	n := len(s.hub.keys) + len(s.hub.ranges)
@@ -261,7 +261,7 @@ func TestClose(t *testing.T) {
 	if err := <-errc; !errors.Is(err, ErrClosed) {
 		t.Fatalf("Next after Close: %v", err)
 	}
-	if _, err := s.hub.Watch(Options{Key: []byte("k")}); !errors.Is(err, ErrClosed) {
+	if _, err := s.hub.Watch(Options[ev]{Key: []byte("k")}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Watch after Close: %v", err)
 	}
 	s.commit(put("k")) // dropped, does not block

@@ -1,6 +1,7 @@
 package watchhub
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -44,7 +45,7 @@ func runRandomWatchers(t *testing.T, seed uint64) {
 	const watchers = 12
 	for range watchers {
 		r := ranges[rng.IntN(len(ranges))]
-		o := Options{
+		o := Options[ev]{
 			Key: []byte(r[0]), End: []byte(r[1]),
 			PrevKV: rng.IntN(2) == 0, FilterPut: rng.IntN(6) == 0, FilterDelete: rng.IntN(6) == 0,
 			Progress: time.Millisecond,
@@ -53,8 +54,9 @@ func runRandomWatchers(t *testing.T, seed uint64) {
 			o.Rev = 1 + rng.Int64N(s.revision()+3)
 		}
 		slow := rng.IntN(3) == 0
+		direct := rng.IntN(2) == 0
 		rseed := rng.Uint64()
-		wg.Go(func() { readRandomly(t, s, o, slow, rseed, &final) })
+		wg.Go(func() { readRandomly(t, s, o, slow, direct, rseed, &final) })
 		// Start watchers while writes go on.
 		for range 20 {
 			s.commit(randomRev(rng, keys))
@@ -92,11 +94,11 @@ func randomRev(rng *rand.Rand, keys []string) []change {
 
 // readRandomly reads a watch until it reports the final revision, checking
 // each stretch between (re)starts against the store's log.
-func readRandomly(t *testing.T, s *store, o Options, slow bool, seed uint64, final *atomic.Int64) {
+func readRandomly(t *testing.T, s *store, o Options[ev], slow, direct bool, seed uint64, final *atomic.Int64) {
 	rng := rand.New(rand.NewPCG(seed, 2))
 	ctx := testCtx(t)
 	for {
-		w, err := s.hub.Watch(o)
+		w, next, stop, err := open(ctx, s, o, direct)
 		if err != nil {
 			t.Error(err)
 			return
@@ -105,10 +107,10 @@ func readRandomly(t *testing.T, s *store, o Options, slow bool, seed uint64, fin
 		last := w.Created()
 		o.Rev = max(o.Rev, last+1) // Rev 0: from the revision after Created
 		for {
-			d, err := w.Next(ctx)
+			d, err := next()
 			var ce *CompactedError
 			if errors.As(err, &ce) {
-				w.Close()
+				stop()
 				if ce.Next >= ce.CompactRevision || ce.Next < o.Rev {
 					t.Errorf("watch %+v: compacted error %+v", o, ce)
 					return
@@ -118,7 +120,7 @@ func readRandomly(t *testing.T, s *store, o Options, slow bool, seed uint64, fin
 				break
 			}
 			if err != nil {
-				w.Close()
+				stop()
 				t.Errorf("watch %+v: %v", o, err)
 				return
 			}
@@ -136,7 +138,7 @@ func readRandomly(t *testing.T, s *store, o Options, slow bool, seed uint64, fin
 			got = append(got, d.Events...)
 			last = d.Revision
 			if f := final.Load(); f != 0 && last >= f {
-				w.Close()
+				stop()
 				check(t, s, o, got, last)
 				return
 			}
@@ -147,10 +149,65 @@ func readRandomly(t *testing.T, s *store, o Options, slow bool, seed uint64, fin
 	}
 }
 
-func check(t *testing.T, s *store, o Options, got []ev, upTo int64) {
+func check(t *testing.T, s *store, o Options[ev], got []ev, upTo int64) {
 	t.Helper()
 	want := s.want(o, upTo)
 	if !slices.Equal(got, want) {
 		t.Errorf("watch %+v up to %d:\n got %v\nwant %v", o, upTo, got, want)
 	}
+}
+
+// open starts a watch read through next. With direct, it is read as the
+// root package reads it: a goroutine forwards Next's deliveries into a
+// channel that Direct also sends to when the reader waits.
+func open(ctx context.Context, s *store, o Options[ev], direct bool) (w *Watcher[ev], next func() (Delivery[ev], error), stop func(), err error) {
+	if !direct {
+		w, err := s.hub.Watch(o)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		return w, func() (Delivery[ev], error) { return w.Next(ctx) }, w.Close, nil
+	}
+	type item struct {
+		d   Delivery[ev]
+		err error
+	}
+	out := make(chan item)
+	o.Direct = func(d Delivery[ev]) bool {
+		select {
+		case out <- item{d: d}:
+			return true
+		default:
+			return false
+		}
+	}
+	if w, err = s.hub.Watch(o); err != nil {
+		return nil, nil, nil, err
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			d, err := w.Next(pctx)
+			select {
+			case out <- item{d, err}:
+			case <-pctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	next = func() (Delivery[ev], error) {
+		it := <-out
+		return it.d, it.err
+	}
+	stop = func() {
+		cancel()
+		<-done
+		w.Close()
+	}
+	return w, next, stop, nil
 }

@@ -12,7 +12,7 @@ import (
 )
 
 // Options describe a watch.
-type Options struct {
+type Options[E any] struct {
 	// Key and End are the range watched, as in a RangeRequest: End empty
 	// for Key alone, "\x00" for every key >= Key.
 	Key, End []byte
@@ -26,6 +26,13 @@ type Options struct {
 	// Progress, if positive, makes Next return a progress Delivery after
 	// this long without returning anything.
 	Progress time.Duration
+	// Direct, if set, lets the dispatcher hand a delivery straight to the
+	// consumer, saving the reader a wake-up, while the reader waits in
+	// Next with nothing in hand. It must not block: it returns whether it
+	// took the delivery (false sends it through the reader as usual). It
+	// runs on the dispatcher with the hub's locks held, never after Close
+	// returns.
+	Direct func(Delivery[E]) bool
 }
 
 // Delivery is what Next returns: events of whole revisions, or progress.
@@ -45,12 +52,15 @@ type Delivery[E any] struct {
 // Watcher is one watch. Its Next is called from one goroutine at a time.
 type Watcher[E any] struct {
 	h     *Hub[E]
-	o     Options
+	o     Options[E]
 	wakeC chan struct{}
 
+	// Owned by the caller of Next, but by the dispatcher while idle is
+	// set (handed over under mu).
+	next   int64 // the first revision not yet delivered
+	header int64 // the last Delivery's Revision
+
 	// Owned by the caller of Next.
-	next    int64       // the first revision not yet delivered
-	header  int64       // the last Delivery's Revision
 	created int64       // Created's answer
 	spare   []*batch[E] // the other queue buffer
 	timer   *time.Timer
@@ -62,6 +72,8 @@ type Watcher[E any] struct {
 	queuedBytes int         // guarded by mu
 	unsynced    bool        // guarded by mu: out of the registry, catching up
 	from        int64       // guarded by mu: where an unsynced watcher's history read starts at the earliest
+	idle        bool        // guarded by mu: Next waits with nothing in hand; Direct may be used
+	directed    bool        // guarded by mu: Direct took a delivery since Next last woke
 
 	// Guarded by h.mu.
 	group  *group[E] // the registry group holding w; nil if unsynced
@@ -72,7 +84,7 @@ type Watcher[E any] struct {
 // or any Rev above the current revision) is synced at once: every commit
 // after the call reaches it. A watch from an older revision starts
 // unsynced and reads the history first.
-func (h *Hub[E]) Watch(o Options) (*Watcher[E], error) {
+func (h *Hub[E]) Watch(o Options[E]) (*Watcher[E], error) {
 	w := &Watcher[E]{h: h, o: o, wakeC: make(chan struct{}, 1)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -169,14 +181,27 @@ func (w *Watcher[E]) Next(ctx context.Context) (Delivery[E], error) {
 			}
 			tick = w.timer.C
 		}
+		var err error
+		fired := false
 		select {
 		case <-w.wakeC:
 		case <-ctx.Done():
-			return Delivery[E]{}, ctx.Err()
+			err = ctx.Err()
 		case <-w.h.closedC:
-			return Delivery[E]{}, ErrClosed
+			err = ErrClosed
 		case <-tick:
-			if rev, ok := w.progress(); ok {
+			fired = true
+		}
+		w.mu.Lock()
+		w.idle = false
+		directed := w.directed
+		w.directed = false
+		w.mu.Unlock()
+		if err != nil {
+			return Delivery[E]{}, err
+		}
+		if fired {
+			if rev, ok := w.progress(); ok && !directed {
 				return w.deliver(Delivery[E]{Revision: rev, Progress: true}), nil
 			}
 			w.timer.Reset(w.o.Progress)
@@ -195,10 +220,15 @@ func (w *Watcher[E]) deliver(d Delivery[E]) Delivery[E] {
 }
 
 // take removes from the queue the batches of about MaxEvents events, and
-// returns them with the sync state.
+// returns them with the sync state. Finding nothing to do, it marks the
+// watcher idle: the caller waits next.
 func (w *Watcher[E]) take() (q []*batch[E], unsynced bool, from int64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if len(w.queue) == 0 && !w.unsynced {
+		w.idle = true
+		return nil, false, 0
+	}
 	n, events := 0, 0
 	for n < len(w.queue) && (n == 0 || events < MaxEvents) {
 		events += len(w.queue[n].src)
@@ -243,6 +273,25 @@ func (w *Watcher[E]) fromBatches(bs []*batch[E]) Delivery[E] {
 		}
 	}
 	return Delivery[E]{Events: out, Revision: w.next - 1}
+}
+
+// directLocked tries to hand b straight to the consumer through Direct,
+// for an idle watcher with nothing queued; it tells whether b is dealt
+// with (delivered, or holding nothing for the watch).
+func (w *Watcher[E]) directLocked(b *batch[E]) bool {
+	if b.rev < w.next {
+		return true
+	}
+	sel := w.pick(b.src, b.events(w.o.PrevKV, w.h.cfg.Convert))
+	if len(sel) > 0 {
+		d := Delivery[E]{Events: sel, Revision: max(b.rev, w.header)}
+		if !w.o.Direct(d) {
+			return false
+		}
+		w.header, w.directed = d.Revision, true
+	}
+	w.next = b.rev + 1
+	return true
 }
 
 // pick returns the events of src (converted: evs) the watch wants: a
