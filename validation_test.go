@@ -138,6 +138,7 @@ func TestOpenValidation(t *testing.T) {
 		"max request bytes": {func(c *concord.Config) { c.MaxRequestBytes = 1 << 30 }, "MaxRequestBytes must be in"},
 		"max key size":      {func(c *concord.Config) { c.MaxKeySize = 1 << 20 }, "MaxKeySize must be in"},
 		"negative key size": {func(c *concord.Config) { c.MaxKeySize = -1 }, "MaxKeySize must be in"},
+		"progress interval": {func(c *concord.Config) { c.WatchProgressInterval = -time.Second }, "WatchProgressInterval must be at least 1ms"},
 		"cluster without self": {func(c *concord.Config) {
 			c.InitialCluster = map[string]string{"b": "127.0.0.1:1", "c": "127.0.0.1:2"}
 		}, `InitialCluster must name this member (Name "a")`},
