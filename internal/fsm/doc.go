@@ -6,11 +6,13 @@
 //
 //	raftnode (raft goroutine)
 //	  | Apply(txn, index, cmd) ---> decode command.Request
-//	  |                              execute: Range / Put / DeleteRange / Txn / Compaction
+//	  |                              execute: Range / Put / DeleteRange / Txn / Compaction,
+//	  |                              LeaseGrant / Revoke / Expire / Checkpoint / Promote
 //	  |                              writes under s/ through txn (layout: internal/schema)
 //	  |                              bounded compaction sweep
 //	  |<-- encoded command.Response  (outcomes are codes, never Go errors)
-//	  | Committed(index) ----------> publish revisions; OnCommit(events)  --> watch hub
+//	  | Committed(index) ----------> publish revisions; OnLeases(changes) --> lessor
+//	  |                              OnCommit(events)  --> watch hub
 //	  | Snapshot / Restore --------> every key under s/ (raftnode.StreamPrefix)
 //
 //	Node (any goroutine), on a read-only badger txn:
@@ -32,6 +34,24 @@
 // afterwards such reads get COMPACTED. Reads above the current revision
 // get FUTURE_REV. The history below it is swept lazily (see sweep.go), a
 // bounded amount per later write, so a Compaction's apply stays small.
+//
+// # Leases
+//
+// A lease (LeaseGrant) has an id the proposer chose and a time to live.
+// A put with a lease attaches its key; a put without one, or a delete,
+// detaches it; the lease table keeps the keys of each lease (layout in
+// internal/schema). LeaseRevoke deletes the lease and every key attached,
+// with their delete events, in one revision. The state machine has no
+// clock, so it never expires a lease by itself: the leader's lessor
+// (internal/lessor) proposes LeaseExpire when a lease is due, and
+// LeaseCheckpoint to record the time leases have left, for the next
+// leader. Both carry the lessor's epoch, made current by LeasePromote;
+// those of an older epoch are refused with STALE and change nothing, so a
+// deposed lessor's proposal, retried into a later term, cannot expire a
+// lease the new leader renewed. A lease holds at most [MaxLeaseKeys] keys
+// of [MaxLeaseKeyBytes] bytes in all, so that its revoke fits one command.
+// Granting, checkpointing and revoking a lease with no keys write no
+// revision. Config.OnLeases reports the changes to the lease table.
 //
 // # Determinism
 //
