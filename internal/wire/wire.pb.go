@@ -467,6 +467,77 @@ func (x *RestoreMarker) GetMetadata() []byte {
 	return nil
 }
 
+// PeerCall carries a call to the leader's service (raftnode's CallLeader)
+// or its answer, outside the raft log, in the context of a raftpb.Message
+// that raft itself never sends between peers.
+type PeerCall struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          uint32                 `protobuf:"varint,1,opt,name=kind,proto3" json:"kind,omitempty"`     // 1 = request, 2 = reply, 3 = not the leader
+	Origin        uint64                 `protobuf:"varint,2,opt,name=origin,proto3" json:"origin,omitempty"` // the caller's run (raftnode's proposal origin)
+	Seq           uint64                 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`       // the call, within that run
+	Data          []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`      // request or reply
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerCall) Reset() {
+	*x = PeerCall{}
+	mi := &file_wire_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerCall) ProtoMessage() {}
+
+func (x *PeerCall) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerCall.ProtoReflect.Descriptor instead.
+func (*PeerCall) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *PeerCall) GetKind() uint32 {
+	if x != nil {
+		return x.Kind
+	}
+	return 0
+}
+
+func (x *PeerCall) GetOrigin() uint64 {
+	if x != nil {
+		return x.Origin
+	}
+	return 0
+}
+
+func (x *PeerCall) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *PeerCall) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 var File_wire_proto protoreflect.FileDescriptor
 
 const file_wire_proto_rawDesc = "" +
@@ -499,7 +570,12 @@ const file_wire_proto_rawDesc = "" +
 	"\x05error\x18\x02 \x01(\tR\x05error\"?\n" +
 	"\rRestoreMarker\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x1a\n" +
-	"\bmetadata\x18\x02 \x01(\fR\bmetadataB,Z*github.com/concordkv/concord/internal/wireb\x06proto3"
+	"\bmetadata\x18\x02 \x01(\fR\bmetadata\"\\\n" +
+	"\bPeerCall\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\rR\x04kind\x12\x16\n" +
+	"\x06origin\x18\x02 \x01(\x04R\x06origin\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12\x12\n" +
+	"\x04data\x18\x04 \x01(\fR\x04dataB,Z*github.com/concordkv/concord/internal/wireb\x06proto3"
 
 var (
 	file_wire_proto_rawDescOnce sync.Once
@@ -513,7 +589,7 @@ func file_wire_proto_rawDescGZIP() []byte {
 	return file_wire_proto_rawDescData
 }
 
-var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_wire_proto_goTypes = []any{
 	(*Hello)(nil),          // 0: concord.wire.Hello
 	(*ProposalID)(nil),     // 1: concord.wire.ProposalID
@@ -523,6 +599,7 @@ var file_wire_proto_goTypes = []any{
 	(*KV)(nil),             // 5: concord.wire.KV
 	(*SnapshotAck)(nil),    // 6: concord.wire.SnapshotAck
 	(*RestoreMarker)(nil),  // 7: concord.wire.RestoreMarker
+	(*PeerCall)(nil),       // 8: concord.wire.PeerCall
 }
 var file_wire_proto_depIdxs = []int32{
 	2, // 0: concord.wire.ProposalBatch.proposals:type_name -> concord.wire.Proposal
@@ -544,7 +621,7 @@ func file_wire_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wire_proto_rawDesc), len(file_wire_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
