@@ -49,8 +49,8 @@ const (
 	Code_TOO_LARGE Code = 6
 	// LEASE_EXISTS: a grant names a lease id that is taken.
 	Code_LEASE_EXISTS Code = 7
-	// STALE: a lessor command (expire, checkpoint, promote) from a lessor
-	// epoch that is no longer the current one.
+	// STALE: a lessor command (expire, checkpoint) that reached the log in
+	// another term than the one its lessor led in.
 	Code_STALE Code = 8
 )
 
@@ -532,7 +532,6 @@ type Request struct {
 	//	*Request_LeaseRevoke
 	//	*Request_LeaseExpire
 	//	*Request_LeaseCheckpoint
-	//	*Request_LeasePromote
 	Request       isRequest_Request `protobuf_oneof:"request"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -656,15 +655,6 @@ func (x *Request) GetLeaseCheckpoint() *LeaseCheckpointRequest {
 	return nil
 }
 
-func (x *Request) GetLeasePromote() *LeasePromoteRequest {
-	if x != nil {
-		if x, ok := x.Request.(*Request_LeasePromote); ok {
-			return x.LeasePromote
-		}
-	}
-	return nil
-}
-
 type isRequest_Request interface {
 	isRequest_Request()
 }
@@ -703,11 +693,7 @@ type Request_LeaseExpire struct {
 
 type Request_LeaseCheckpoint struct {
 	// 9 is kept for the atomic claim building block of queues.
-	LeaseCheckpoint *LeaseCheckpointRequest `protobuf:"bytes,10,opt,name=lease_checkpoint,json=leaseCheckpoint,proto3,oneof"`
-}
-
-type Request_LeasePromote struct {
-	LeasePromote *LeasePromoteRequest `protobuf:"bytes,11,opt,name=lease_promote,json=leasePromote,proto3,oneof"` // 12..15 are kept for the next commands.
+	LeaseCheckpoint *LeaseCheckpointRequest `protobuf:"bytes,10,opt,name=lease_checkpoint,json=leaseCheckpoint,proto3,oneof"` // 11..15 are kept for the next commands.
 }
 
 func (*Request_Range) isRequest_Request() {}
@@ -727,8 +713,6 @@ func (*Request_LeaseRevoke) isRequest_Request() {}
 func (*Request_LeaseExpire) isRequest_Request() {}
 
 func (*Request_LeaseCheckpoint) isRequest_Request() {}
-
-func (*Request_LeasePromote) isRequest_Request() {}
 
 // Response is Apply's result for one Request.
 type Response struct {
@@ -754,7 +738,6 @@ type Response struct {
 	//	*Response_LeaseRevoke
 	//	*Response_LeaseExpire
 	//	*Response_LeaseCheckpoint
-	//	*Response_LeasePromote
 	Response      isResponse_Response `protobuf_oneof:"response"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -906,15 +889,6 @@ func (x *Response) GetLeaseCheckpoint() *LeaseCheckpointResponse {
 	return nil
 }
 
-func (x *Response) GetLeasePromote() *LeasePromoteResponse {
-	if x != nil {
-		if x, ok := x.Response.(*Response_LeasePromote); ok {
-			return x.LeasePromote
-		}
-	}
-	return nil
-}
-
 type isResponse_Response interface {
 	isResponse_Response()
 }
@@ -955,10 +929,6 @@ type Response_LeaseCheckpoint struct {
 	LeaseCheckpoint *LeaseCheckpointResponse `protobuf:"bytes,13,opt,name=lease_checkpoint,json=leaseCheckpoint,proto3,oneof"`
 }
 
-type Response_LeasePromote struct {
-	LeasePromote *LeasePromoteResponse `protobuf:"bytes,14,opt,name=lease_promote,json=leasePromote,proto3,oneof"`
-}
-
 func (*Response_Range) isResponse_Response() {}
 
 func (*Response_Put) isResponse_Response() {}
@@ -976,8 +946,6 @@ func (*Response_LeaseRevoke) isResponse_Response() {}
 func (*Response_LeaseExpire) isResponse_Response() {}
 
 func (*Response_LeaseCheckpoint) isResponse_Response() {}
-
-func (*Response_LeasePromote) isResponse_Response() {}
 
 type RangeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2224,13 +2192,13 @@ func (x *LeaseRevokeResponse) GetDeleted() int64 {
 	return 0
 }
 
-// LeaseExpireRequest is a revoke proposed by the lessor of epoch when lease
-// id is due by its clock. It is refused with STALE unless epoch is the
-// current lessor epoch.
+// LeaseExpireRequest is a revoke proposed by the lessor of the leader of
+// term when lease id is due by its clock. It is refused with STALE unless
+// the entry holding it is of term.
 type LeaseExpireRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Term          uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2272,9 +2240,9 @@ func (x *LeaseExpireRequest) GetId() int64 {
 	return 0
 }
 
-func (x *LeaseExpireRequest) GetEpoch() uint64 {
+func (x *LeaseExpireRequest) GetTerm() uint64 {
 	if x != nil {
-		return x.Epoch
+		return x.Term
 	}
 	return 0
 }
@@ -2335,12 +2303,12 @@ func (x *LeaseCheckpoint) GetRemaining() int64 {
 }
 
 // LeaseCheckpointRequest records the remaining time of leases, as the
-// lessor of epoch sees it, so that a later lessor carries it over. Leases
-// that do not exist are skipped. Refused with STALE unless epoch is
-// current.
+// lessor of the leader of term sees it, so that a later lessor carries it
+// over. Leases that do not exist are skipped. Refused with STALE unless
+// the entry holding it is of term.
 type LeaseCheckpointRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Term          uint64                 `protobuf:"varint,1,opt,name=term,proto3" json:"term,omitempty"`
 	Checkpoints   []*LeaseCheckpoint     `protobuf:"bytes,2,rep,name=checkpoints,proto3" json:"checkpoints,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2376,9 +2344,9 @@ func (*LeaseCheckpointRequest) Descriptor() ([]byte, []int) {
 	return file_command_proto_rawDescGZIP(), []int{23}
 }
 
-func (x *LeaseCheckpointRequest) GetEpoch() uint64 {
+func (x *LeaseCheckpointRequest) GetTerm() uint64 {
 	if x != nil {
-		return x.Epoch
+		return x.Term
 	}
 	return 0
 }
@@ -2426,89 +2394,6 @@ func (*LeaseCheckpointResponse) Descriptor() ([]byte, []int) {
 	return file_command_proto_rawDescGZIP(), []int{24}
 }
 
-// LeasePromoteRequest makes epoch the current lessor epoch, if it is above
-// it; a new leader's lessor proposes it before it rules. Promoting the
-// current epoch again is a no-op; an older one is refused with STALE.
-type LeasePromoteRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *LeasePromoteRequest) Reset() {
-	*x = LeasePromoteRequest{}
-	mi := &file_command_proto_msgTypes[25]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *LeasePromoteRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*LeasePromoteRequest) ProtoMessage() {}
-
-func (x *LeasePromoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[25]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use LeasePromoteRequest.ProtoReflect.Descriptor instead.
-func (*LeasePromoteRequest) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{25}
-}
-
-func (x *LeasePromoteRequest) GetEpoch() uint64 {
-	if x != nil {
-		return x.Epoch
-	}
-	return 0
-}
-
-type LeasePromoteResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *LeasePromoteResponse) Reset() {
-	*x = LeasePromoteResponse{}
-	mi := &file_command_proto_msgTypes[26]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *LeasePromoteResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*LeasePromoteResponse) ProtoMessage() {}
-
-func (x *LeasePromoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[26]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use LeasePromoteResponse.ProtoReflect.Descriptor instead.
-func (*LeasePromoteResponse) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{26}
-}
-
 var File_command_proto protoreflect.FileDescriptor
 
 const file_command_proto_rawDesc = "" +
@@ -2528,7 +2413,7 @@ const file_command_proto_rawDesc = "" +
 	"\tEventType\x12\a\n" +
 	"\x03PUT\x10\x00\x12\n" +
 	"\n" +
-	"\x06DELETE\x10\x01\"\xbb\x05\n" +
+	"\x06DELETE\x10\x01\"\xee\x04\n" +
 	"\aRequest\x125\n" +
 	"\x05range\x18\x01 \x01(\v2\x1d.concord.command.RangeRequestH\x00R\x05range\x12/\n" +
 	"\x03put\x18\x02 \x01(\v2\x1b.concord.command.PutRequestH\x00R\x03put\x12H\n" +
@@ -2542,9 +2427,8 @@ const file_command_proto_rawDesc = "" +
 	"\flease_revoke\x18\a \x01(\v2#.concord.command.LeaseRevokeRequestH\x00R\vleaseRevoke\x12H\n" +
 	"\flease_expire\x18\b \x01(\v2#.concord.command.LeaseExpireRequestH\x00R\vleaseExpire\x12T\n" +
 	"\x10lease_checkpoint\x18\n" +
-	" \x01(\v2'.concord.command.LeaseCheckpointRequestH\x00R\x0fleaseCheckpoint\x12K\n" +
-	"\rlease_promote\x18\v \x01(\v2$.concord.command.LeasePromoteRequestH\x00R\fleasePromoteB\t\n" +
-	"\arequest\"\xcf\x06\n" +
+	" \x01(\v2'.concord.command.LeaseCheckpointRequestH\x00R\x0fleaseCheckpointB\t\n" +
+	"\arequest\"\x81\x06\n" +
 	"\bResponse\x12)\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x15.concord.command.CodeR\x04code\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12\x1a\n" +
@@ -2562,8 +2446,7 @@ const file_command_proto_rawDesc = "" +
 	"leaseGrant\x12I\n" +
 	"\flease_revoke\x18\v \x01(\v2$.concord.command.LeaseRevokeResponseH\x00R\vleaseRevoke\x12I\n" +
 	"\flease_expire\x18\f \x01(\v2$.concord.command.LeaseRevokeResponseH\x00R\vleaseExpire\x12U\n" +
-	"\x10lease_checkpoint\x18\r \x01(\v2(.concord.command.LeaseCheckpointResponseH\x00R\x0fleaseCheckpoint\x12L\n" +
-	"\rlease_promote\x18\x0e \x01(\v2%.concord.command.LeasePromoteResponseH\x00R\fleasePromoteB\n" +
+	"\x10lease_checkpoint\x18\r \x01(\v2(.concord.command.LeaseCheckpointResponseH\x00R\x0fleaseCheckpointB\n" +
 	"\n" +
 	"\bresponse\"\x8a\x05\n" +
 	"\fRangeRequest\x12\x10\n" +
@@ -2677,20 +2560,17 @@ const file_command_proto_rawDesc = "" +
 	"\x12LeaseRevokeRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\"/\n" +
 	"\x13LeaseRevokeResponse\x12\x18\n" +
-	"\adeleted\x18\x01 \x01(\x03R\adeleted\":\n" +
+	"\adeleted\x18\x01 \x01(\x03R\adeleted\"8\n" +
 	"\x12LeaseExpireRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x14\n" +
-	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"?\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\"?\n" +
 	"\x0fLeaseCheckpoint\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x1c\n" +
-	"\tremaining\x18\x02 \x01(\x03R\tremaining\"r\n" +
-	"\x16LeaseCheckpointRequest\x12\x14\n" +
-	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12B\n" +
+	"\tremaining\x18\x02 \x01(\x03R\tremaining\"p\n" +
+	"\x16LeaseCheckpointRequest\x12\x12\n" +
+	"\x04term\x18\x01 \x01(\x04R\x04term\x12B\n" +
 	"\vcheckpoints\x18\x02 \x03(\v2 .concord.command.LeaseCheckpointR\vcheckpoints\"\x19\n" +
-	"\x17LeaseCheckpointResponse\"+\n" +
-	"\x13LeasePromoteRequest\x12\x14\n" +
-	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"\x16\n" +
-	"\x14LeasePromoteResponse*\x92\x01\n" +
+	"\x17LeaseCheckpointResponse*\x92\x01\n" +
 	"\x04Code\x12\x06\n" +
 	"\x02OK\x10\x00\x12\x0f\n" +
 	"\vBAD_REQUEST\x10\x01\x12\r\n" +
@@ -2716,7 +2596,7 @@ func file_command_proto_rawDescGZIP() []byte {
 }
 
 var file_command_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_command_proto_goTypes = []any{
 	(Code)(0),                       // 0: concord.command.Code
 	(Event_EventType)(0),            // 1: concord.command.Event.EventType
@@ -2749,8 +2629,6 @@ var file_command_proto_goTypes = []any{
 	(*LeaseCheckpoint)(nil),         // 28: concord.command.LeaseCheckpoint
 	(*LeaseCheckpointRequest)(nil),  // 29: concord.command.LeaseCheckpointRequest
 	(*LeaseCheckpointResponse)(nil), // 30: concord.command.LeaseCheckpointResponse
-	(*LeasePromoteRequest)(nil),     // 31: concord.command.LeasePromoteRequest
-	(*LeasePromoteResponse)(nil),    // 32: concord.command.LeasePromoteResponse
 }
 var file_command_proto_depIdxs = []int32{
 	1,  // 0: concord.command.Event.type:type_name -> concord.command.Event.EventType
@@ -2765,43 +2643,41 @@ var file_command_proto_depIdxs = []int32{
 	25, // 9: concord.command.Request.lease_revoke:type_name -> concord.command.LeaseRevokeRequest
 	27, // 10: concord.command.Request.lease_expire:type_name -> concord.command.LeaseExpireRequest
 	29, // 11: concord.command.Request.lease_checkpoint:type_name -> concord.command.LeaseCheckpointRequest
-	31, // 12: concord.command.Request.lease_promote:type_name -> concord.command.LeasePromoteRequest
-	0,  // 13: concord.command.Response.code:type_name -> concord.command.Code
-	11, // 14: concord.command.Response.range:type_name -> concord.command.RangeResponse
-	13, // 15: concord.command.Response.put:type_name -> concord.command.PutResponse
-	15, // 16: concord.command.Response.delete_range:type_name -> concord.command.DeleteRangeResponse
-	20, // 17: concord.command.Response.txn:type_name -> concord.command.TxnResponse
-	22, // 18: concord.command.Response.compaction:type_name -> concord.command.CompactionResponse
-	24, // 19: concord.command.Response.lease_grant:type_name -> concord.command.LeaseGrantResponse
-	26, // 20: concord.command.Response.lease_revoke:type_name -> concord.command.LeaseRevokeResponse
-	26, // 21: concord.command.Response.lease_expire:type_name -> concord.command.LeaseRevokeResponse
-	30, // 22: concord.command.Response.lease_checkpoint:type_name -> concord.command.LeaseCheckpointResponse
-	32, // 23: concord.command.Response.lease_promote:type_name -> concord.command.LeasePromoteResponse
-	2,  // 24: concord.command.RangeRequest.sort_order:type_name -> concord.command.RangeRequest.SortOrder
-	3,  // 25: concord.command.RangeRequest.sort_target:type_name -> concord.command.RangeRequest.SortTarget
-	6,  // 26: concord.command.RangeResponse.kvs:type_name -> concord.command.KeyValue
-	6,  // 27: concord.command.PutResponse.prev_kv:type_name -> concord.command.KeyValue
-	6,  // 28: concord.command.DeleteRangeResponse.prev_kvs:type_name -> concord.command.KeyValue
-	10, // 29: concord.command.RequestOp.request_range:type_name -> concord.command.RangeRequest
-	12, // 30: concord.command.RequestOp.request_put:type_name -> concord.command.PutRequest
-	14, // 31: concord.command.RequestOp.request_delete_range:type_name -> concord.command.DeleteRangeRequest
-	19, // 32: concord.command.RequestOp.request_txn:type_name -> concord.command.TxnRequest
-	11, // 33: concord.command.ResponseOp.response_range:type_name -> concord.command.RangeResponse
-	13, // 34: concord.command.ResponseOp.response_put:type_name -> concord.command.PutResponse
-	15, // 35: concord.command.ResponseOp.response_delete_range:type_name -> concord.command.DeleteRangeResponse
-	20, // 36: concord.command.ResponseOp.response_txn:type_name -> concord.command.TxnResponse
-	4,  // 37: concord.command.Compare.result:type_name -> concord.command.Compare.CompareResult
-	5,  // 38: concord.command.Compare.target:type_name -> concord.command.Compare.CompareTarget
-	18, // 39: concord.command.TxnRequest.compare:type_name -> concord.command.Compare
-	16, // 40: concord.command.TxnRequest.success:type_name -> concord.command.RequestOp
-	16, // 41: concord.command.TxnRequest.failure:type_name -> concord.command.RequestOp
-	17, // 42: concord.command.TxnResponse.responses:type_name -> concord.command.ResponseOp
-	28, // 43: concord.command.LeaseCheckpointRequest.checkpoints:type_name -> concord.command.LeaseCheckpoint
-	44, // [44:44] is the sub-list for method output_type
-	44, // [44:44] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	0,  // 12: concord.command.Response.code:type_name -> concord.command.Code
+	11, // 13: concord.command.Response.range:type_name -> concord.command.RangeResponse
+	13, // 14: concord.command.Response.put:type_name -> concord.command.PutResponse
+	15, // 15: concord.command.Response.delete_range:type_name -> concord.command.DeleteRangeResponse
+	20, // 16: concord.command.Response.txn:type_name -> concord.command.TxnResponse
+	22, // 17: concord.command.Response.compaction:type_name -> concord.command.CompactionResponse
+	24, // 18: concord.command.Response.lease_grant:type_name -> concord.command.LeaseGrantResponse
+	26, // 19: concord.command.Response.lease_revoke:type_name -> concord.command.LeaseRevokeResponse
+	26, // 20: concord.command.Response.lease_expire:type_name -> concord.command.LeaseRevokeResponse
+	30, // 21: concord.command.Response.lease_checkpoint:type_name -> concord.command.LeaseCheckpointResponse
+	2,  // 22: concord.command.RangeRequest.sort_order:type_name -> concord.command.RangeRequest.SortOrder
+	3,  // 23: concord.command.RangeRequest.sort_target:type_name -> concord.command.RangeRequest.SortTarget
+	6,  // 24: concord.command.RangeResponse.kvs:type_name -> concord.command.KeyValue
+	6,  // 25: concord.command.PutResponse.prev_kv:type_name -> concord.command.KeyValue
+	6,  // 26: concord.command.DeleteRangeResponse.prev_kvs:type_name -> concord.command.KeyValue
+	10, // 27: concord.command.RequestOp.request_range:type_name -> concord.command.RangeRequest
+	12, // 28: concord.command.RequestOp.request_put:type_name -> concord.command.PutRequest
+	14, // 29: concord.command.RequestOp.request_delete_range:type_name -> concord.command.DeleteRangeRequest
+	19, // 30: concord.command.RequestOp.request_txn:type_name -> concord.command.TxnRequest
+	11, // 31: concord.command.ResponseOp.response_range:type_name -> concord.command.RangeResponse
+	13, // 32: concord.command.ResponseOp.response_put:type_name -> concord.command.PutResponse
+	15, // 33: concord.command.ResponseOp.response_delete_range:type_name -> concord.command.DeleteRangeResponse
+	20, // 34: concord.command.ResponseOp.response_txn:type_name -> concord.command.TxnResponse
+	4,  // 35: concord.command.Compare.result:type_name -> concord.command.Compare.CompareResult
+	5,  // 36: concord.command.Compare.target:type_name -> concord.command.Compare.CompareTarget
+	18, // 37: concord.command.TxnRequest.compare:type_name -> concord.command.Compare
+	16, // 38: concord.command.TxnRequest.success:type_name -> concord.command.RequestOp
+	16, // 39: concord.command.TxnRequest.failure:type_name -> concord.command.RequestOp
+	17, // 40: concord.command.TxnResponse.responses:type_name -> concord.command.ResponseOp
+	28, // 41: concord.command.LeaseCheckpointRequest.checkpoints:type_name -> concord.command.LeaseCheckpoint
+	42, // [42:42] is the sub-list for method output_type
+	42, // [42:42] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_command_proto_init() }
@@ -2819,7 +2695,6 @@ func file_command_proto_init() {
 		(*Request_LeaseRevoke)(nil),
 		(*Request_LeaseExpire)(nil),
 		(*Request_LeaseCheckpoint)(nil),
-		(*Request_LeasePromote)(nil),
 	}
 	file_command_proto_msgTypes[3].OneofWrappers = []any{
 		(*Response_Range)(nil),
@@ -2831,7 +2706,6 @@ func file_command_proto_init() {
 		(*Response_LeaseRevoke)(nil),
 		(*Response_LeaseExpire)(nil),
 		(*Response_LeaseCheckpoint)(nil),
-		(*Response_LeasePromote)(nil),
 	}
 	file_command_proto_msgTypes[10].OneofWrappers = []any{
 		(*RequestOp_RequestRange)(nil),
@@ -2858,7 +2732,7 @@ func file_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_command_proto_rawDesc), len(file_command_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   27,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

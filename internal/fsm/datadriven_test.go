@@ -32,10 +32,10 @@ import (
 //	history from= [range] [prev]
 //	grant id= ttl=               (ttl a Go duration)
 //	revoke id=
-//	expire id= epoch=
-//	checkpoint epoch= [id=remaining ...]  e.g. 7=300ms
-//	promote epoch=
+//	expire id= term=
+//	checkpoint term= [id=remaining ...]  e.g. 7=300ms
 //	leases       the lease table, with each lease's keys
+//	term         the node's raft term
 //	raw          the badger keys under s/, decoded
 //
 // Rewrite the expected output with: go test ./internal/fsm -run TestScripts -rewrite
@@ -62,10 +62,12 @@ func TestScripts(t *testing.T) {
 				return formatResponse(nd.propose(&command.Request{Request: &command.Request_Txn{Txn: txn}}))
 			case "history":
 				return history(t, nd, args)
-			case "grant", "revoke", "expire", "checkpoint", "promote":
+			case "grant", "revoke", "expire", "checkpoint":
 				return formatResponse(nd.propose(leaseRequest(t, d.Cmd, d.CmdArgs)))
 			case "leases":
 				return leases(t, nd.n.DB())
+			case "term":
+				return fmt.Sprintf("%d\n", nd.n.Status().Term)
 			case "raw":
 				return raw(t, nd.n.DB())
 			}
@@ -389,7 +391,7 @@ func raw(t *testing.T, db *badger.DB) string {
 	return b.String()
 }
 
-// leaseRequest builds a grant, revoke, expire, checkpoint or promote.
+// leaseRequest builds a grant, revoke, expire or checkpoint.
 func leaseRequest(t *testing.T, cmd string, cas []datadriven.CmdArg) *command.Request {
 	args := argMap(cas)
 	switch cmd {
@@ -403,14 +405,12 @@ func leaseRequest(t *testing.T, cmd string, cas []datadriven.CmdArg) *command.Re
 		return &command.Request{Request: &command.Request_LeaseRevoke{LeaseRevoke: &command.LeaseRevokeRequest{Id: num(t, args, "id")}}}
 	case "expire":
 		return &command.Request{Request: &command.Request_LeaseExpire{LeaseExpire: &command.LeaseExpireRequest{
-			Id: num(t, args, "id"), Epoch: uint64(num(t, args, "epoch")),
+			Id: num(t, args, "id"), Term: uint64(num(t, args, "term")),
 		}}}
-	case "promote":
-		return &command.Request{Request: &command.Request_LeasePromote{LeasePromote: &command.LeasePromoteRequest{Epoch: uint64(num(t, args, "epoch"))}}}
 	}
-	cp := &command.LeaseCheckpointRequest{Epoch: uint64(num(t, args, "epoch"))}
+	cp := &command.LeaseCheckpointRequest{Term: uint64(num(t, args, "term"))}
 	for _, a := range cas {
-		if a.Key == "epoch" {
+		if a.Key == "term" {
 			continue
 		}
 		id, err := strconv.ParseInt(a.Key, 10, 64)
@@ -426,15 +426,10 @@ func leaseRequest(t *testing.T, cmd string, cas []datadriven.CmdArg) *command.Re
 	return &command.Request{Request: &command.Request_LeaseCheckpoint{LeaseCheckpoint: cp}}
 }
 
-// leases prints the lease table and the lessor epoch.
+// leases prints the lease table.
 func leases(t *testing.T, db *badger.DB) string {
 	var b strings.Builder
 	err := db.View(func(txn *badger.Txn) error {
-		epoch, err := fsm.ReadLessorEpoch(txn)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(&b, "epoch=%d\n", epoch)
 		return fsm.ScanLeases(txn, func(l fsm.Lease) error {
 			fmt.Fprintf(&b, "%d ttl=%v remaining=%v keys=%d bytes=%d:", l.ID, l.TTL, l.Remaining, l.Keys, l.KeyBytes)
 			err := fsm.LeaseKeys(txn, l.ID, func(key []byte) error {

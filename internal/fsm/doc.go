@@ -45,10 +45,11 @@
 // clock, so it never expires a lease by itself: the leader's lessor
 // (internal/lessor) proposes LeaseExpire when a lease is due, and
 // LeaseCheckpoint to record the time leases have left, for the next
-// leader. Both carry the lessor's epoch, made current by LeasePromote;
-// those of an older epoch are refused with STALE and change nothing, so a
-// deposed lessor's proposal, retried into a later term, cannot expire a
-// lease the new leader renewed. A lease holds at most [MaxLeaseKeys] keys
+// leader. Both name the term their lessor's leader leads in, and take
+// effect only from an entry of that term (raftnode.Txn.Term): anything
+// else is refused with STALE and changes nothing, so a deposed lessor's
+// proposal, forwarded into a later term, cannot expire a lease the new
+// leader renewed. A lease holds at most [MaxLeaseKeys] keys
 // of [MaxLeaseKeyBytes] bytes in all, so that its revoke fits one command.
 // Granting, checkpointing and revoking a lease with no keys write no
 // revision. Config.OnLeases reports the changes to the lease table.

@@ -109,9 +109,6 @@ func (f *FSM) apply(txn *raftnode.Txn, req *command.Request, resp *command.Respo
 	case *command.Request_LeaseCheckpoint:
 		code, msg, err = e.checkpoint(r.LeaseCheckpoint)
 		resp.Response = &command.Response_LeaseCheckpoint{LeaseCheckpoint: &command.LeaseCheckpointResponse{}}
-	case *command.Request_LeasePromote:
-		code, msg, err = e.promote(r.LeasePromote)
-		resp.Response = &command.Response_LeasePromote{LeasePromote: &command.LeasePromoteResponse{}}
 	default:
 		code, msg = command.Code_BAD_REQUEST, "unknown or empty command"
 	}

@@ -71,7 +71,6 @@ type FSM struct {
 	lastIndex    uint64           // index of the last Apply
 	notified     [2]int64         // rev and compact last given to OnCommit
 	events       []*command.Event // since the last Committed, if OnCommit is set
-	epoch        uint64           // the lessor epoch, as applied
 	leaseChanges []LeaseChange    // since the last Committed, if OnLeases is set
 	arena        arena
 	cache        kvCache
@@ -174,9 +173,6 @@ func (f *FSM) load(txn *badger.Txn) error {
 		}
 		f.sweepRev = int64(binary.BigEndian.Uint64(f.sweepPos))
 	case !errors.Is(err, badger.ErrKeyNotFound):
-		return err
-	}
-	if f.epoch, err = ReadLessorEpoch(txn); err != nil {
 		return err
 	}
 	f.events, f.leaseChanges = nil, nil

@@ -41,7 +41,6 @@ const (
 	LeaseGranted      LeaseChangeKind = iota + 1 // ID, TTL
 	LeaseRemoved                                 // ID: revoked or expired
 	LeaseCheckpointed                            // ID, Remaining
-	LessorPromoted                               // Epoch
 )
 
 // LeaseChange is one change to the lease table, for the lessor's mirror.
@@ -49,7 +48,6 @@ type LeaseChange struct {
 	Kind           LeaseChangeKind
 	ID             int64
 	TTL, Remaining time.Duration
-	Epoch          uint64
 }
 
 // LeaseCommit is what one committed batch changed in the lease table.
@@ -138,26 +136,6 @@ func LeaseKeys(txn *badger.Txn, id int64, fn func(key []byte) error) error {
 		}
 	}
 	return nil
-}
-
-// ReadLessorEpoch returns the current lessor epoch as seen by txn.
-func ReadLessorEpoch(txn *badger.Txn) (uint64, error) {
-	item, err := txn.Get(schema.StateLessor)
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	var epoch uint64
-	err = item.Value(func(v []byte) error {
-		var ok bool
-		if epoch, ok = schema.ParseU64(v); !ok {
-			return fmt.Errorf("fsm: corrupt %s", schema.StateLessor)
-		}
-		return nil
-	})
-	return epoch, err
 }
 
 // leaseState is a lease record a command reads or changes; exec writes the
@@ -345,17 +323,18 @@ func (e *exec) revoke(id int64) (*command.LeaseRevokeResponse, command.Code, str
 	return &command.LeaseRevokeResponse{Deleted: int64(len(victims))}, command.Code_OK, "", nil
 }
 
-// staleEpoch refuses a lessor command of another epoch than the current.
-func (e *exec) staleEpoch(epoch uint64) (command.Code, string) {
-	if epoch != e.f.epoch {
-		return command.Code_STALE, fmt.Sprintf("lessor epoch %d is not the current %d", epoch, e.f.epoch)
+// stale refuses a lessor command of term unless the entry holding it is
+// of that term: only then did the lessor's own leader append it.
+func (e *exec) stale(term uint64) (command.Code, string) {
+	if term != e.txn.Term() {
+		return command.Code_STALE, fmt.Sprintf("proposed in term %d, appended in term %d", term, e.txn.Term())
 	}
 	return command.Code_OK, ""
 }
 
-// expire runs a LeaseExpire: a revoke, if its lessor is current.
+// expire runs a LeaseExpire: a revoke, if its lessor's leader appended it.
 func (e *exec) expire(x *command.LeaseExpireRequest) (*command.LeaseRevokeResponse, command.Code, string, error) {
-	if code, msg := e.staleEpoch(x.GetEpoch()); code != command.Code_OK {
+	if code, msg := e.stale(x.GetTerm()); code != command.Code_OK {
 		return nil, code, msg, nil
 	}
 	return e.revoke(x.GetId())
@@ -363,7 +342,7 @@ func (e *exec) expire(x *command.LeaseExpireRequest) (*command.LeaseRevokeRespon
 
 // checkpoint records the remaining time of leases.
 func (e *exec) checkpoint(c *command.LeaseCheckpointRequest) (command.Code, string, error) {
-	if code, msg := e.staleEpoch(c.GetEpoch()); code != command.Code_OK {
+	if code, msg := e.stale(c.GetTerm()); code != command.Code_OK {
 		return code, msg, nil
 	}
 	for _, cp := range c.GetCheckpoints() {
@@ -378,21 +357,5 @@ func (e *exec) checkpoint(c *command.LeaseCheckpointRequest) (command.Code, stri
 		s.changed = true
 		e.leaseChange(LeaseChange{Kind: LeaseCheckpointed, ID: cp.GetId(), Remaining: s.l.Remaining})
 	}
-	return command.Code_OK, "", nil
-}
-
-// promote makes an epoch current.
-func (e *exec) promote(p *command.LeasePromoteRequest) (command.Code, string, error) {
-	epoch := p.GetEpoch()
-	if epoch < e.f.epoch {
-		return command.Code_STALE, fmt.Sprintf("lessor epoch %d is below the current %d", epoch, e.f.epoch), nil
-	}
-	if epoch > e.f.epoch {
-		e.f.epoch = epoch
-		if err := e.txn.Set(schema.StateLessor, schema.U64(epoch)); err != nil {
-			return 0, "", err
-		}
-	}
-	e.leaseChange(LeaseChange{Kind: LessorPromoted, Epoch: epoch})
 	return command.Code_OK, "", nil
 }

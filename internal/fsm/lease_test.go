@@ -87,8 +87,8 @@ func TestLeaseLimits(t *testing.T) {
 	}
 }
 
-// TestOnLeasesReportsChanges: OnLeases hears of grants, checkpoints,
-// removals and promotions once committed, in order, and of a restore.
+// TestOnLeasesReportsChanges: OnLeases hears of grants, checkpoints and
+// removals once committed, in order, and of a restore.
 func TestOnLeasesReportsChanges(t *testing.T) {
 	var (
 		mu  sync.Mutex
@@ -111,12 +111,12 @@ func TestOnLeasesReportsChanges(t *testing.T) {
 	defer n.Stop()
 	nd := &node{t: t, n: n, f: f}
 	mustOK(t, nd.propose(grant(5, time.Second)))
-	mustOK(t, nd.propose(&command.Request{Request: &command.Request_LeasePromote{LeasePromote: &command.LeasePromoteRequest{Epoch: 2}}}))
+	term := n.Status().Term
 	mustOK(t, nd.propose(&command.Request{Request: &command.Request_LeaseCheckpoint{LeaseCheckpoint: &command.LeaseCheckpointRequest{
-		Epoch: 2, Checkpoints: []*command.LeaseCheckpoint{{Id: 5, Remaining: int64(300 * time.Millisecond)}},
+		Term: term, Checkpoints: []*command.LeaseCheckpoint{{Id: 5, Remaining: int64(300 * time.Millisecond)}},
 	}}}))
 	mustOK(t, nd.propose(leasedPut("a", "1", 5)))
-	mustOK(t, nd.propose(&command.Request{Request: &command.Request_LeaseExpire{LeaseExpire: &command.LeaseExpireRequest{Id: 5, Epoch: 2}}}))
+	mustOK(t, nd.propose(&command.Request{Request: &command.Request_LeaseExpire{LeaseExpire: &command.LeaseExpireRequest{Id: 5, Term: term}}}))
 	nd.propose(revoke(5)) // refused: no change
 	var snap bytes.Buffer
 	if err := n.DB().View(func(txn *badger.Txn) error { return f.Snapshot(txn, &snap) }); err != nil {
@@ -138,7 +138,6 @@ func TestOnLeasesReportsChanges(t *testing.T) {
 	}
 	want := []fsm.LeaseChange{
 		{Kind: fsm.LeaseGranted, ID: 5, TTL: time.Second},
-		{Kind: fsm.LessorPromoted, Epoch: 2},
 		{Kind: fsm.LeaseCheckpointed, ID: 5, Remaining: 300 * time.Millisecond},
 		{Kind: fsm.LeaseRemoved, ID: 5},
 	}

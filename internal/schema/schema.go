@@ -36,9 +36,6 @@
 //	                            revision; esc writes each 0x00 as 0x00 0xFF
 //	                            and ends with 0x00 0x01, which keeps key
 //	                            order and makes no key a prefix of another
-//	s/m/lessor               -> epoch:8 (BE): the current lessor epoch, the
-//	                            raft term of the leader whose lessor last
-//	                            promoted (absent: 0)
 //	s/l/<id:8 BE>            -> lease: uvarints ttl and remaining (ns; 0 =
 //	                            not checkpointed), then the number and the
 //	                            total bytes of the keys attached to it

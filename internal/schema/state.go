@@ -11,7 +11,6 @@ var (
 	StateKV      = []byte("s/k/")
 	StateHistory = []byte("s/h/")
 	StateIndex   = []byte("s/i/")
-	StateLessor  = []byte("s/m/lessor")
 	StateLease   = []byte("s/l/")
 	StateLeased  = []byte("s/lk/")
 )
