@@ -100,6 +100,11 @@ const (
 	memMaxProposalBatch = 768 << 10
 )
 
+// electionTimeout is raft's election timeout.
+func (c *Config) electionTimeout() time.Duration {
+	return c.TickInterval * time.Duration(c.ElectionTicks)
+}
+
 // maxRequestBytes is the request cap in effect.
 func (c *Config) maxRequestBytes() int {
 	if c.DataDir == "" {

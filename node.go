@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 
 	"github.com/concordkv/concord/internal/fsm"
+	"github.com/concordkv/concord/internal/lessor"
 	"github.com/concordkv/concord/raftnode"
 	"github.com/concordkv/concord/transport"
 )
@@ -26,6 +27,7 @@ type Node struct {
 	id    uint64
 	rn    *raftnode.Node
 	fsm   *fsm.FSM
+	ls    *lessor.Lessor
 	mem   *transport.Network // the in-memory transport of a node without PeerAddr, else nil
 	log   *slog.Logger
 	names map[uint64]string // static members' names by raft id; read-only
@@ -49,6 +51,11 @@ type Node struct {
 
 	seqSeed  maphash.Seed
 	seqLocks [16]chan struct{} // PutSequential, by prefix hash
+
+	renewC chan *renewal // keep-alives for the renewer to batch
+
+	goneMu sync.Mutex
+	gone   map[LeaseID][]chan struct{} // guarded by goneMu; closed when the lease is removed here
 }
 
 // Open starts a member from cfg and returns at once, without waiting for a
@@ -99,7 +106,15 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	peers, names := initialPeers(&c, id, tr.Addr())
-	f := fsm.New(fsm.Config{})
+	// The state machine reports lease changes to the node once it exists;
+	// the lessor's mirror is loaded after that, so it misses none.
+	var self atomic.Pointer[Node]
+	f := fsm.New(fsm.Config{OnLeases: func(lc fsm.LeaseCommit) {
+		if n := self.Load(); n != nil {
+			n.onLeases(lc)
+		}
+	}})
+	ls := lessor.New(lessor.Config{ElectionTimeout: c.electionTimeout(), Logger: log})
 	batch := 0 // raftnode's default
 	if c.DataDir == "" {
 		batch = memMaxProposalBatch
@@ -110,6 +125,7 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 		Peers:                  peers,
 		Transport:              tr,
 		Applier:                f,
+		LeaderService:          ls,
 		Logger:                 log,
 		TickInterval:           c.TickInterval,
 		ElectionTicks:          c.ElectionTicks,
@@ -140,6 +156,7 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 		id:       id,
 		rn:       rn,
 		fsm:      f,
+		ls:       ls,
 		mem:      mem,
 		log:      log,
 		names:    names,
@@ -147,6 +164,8 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 		readyC:   make(chan struct{}),
 		closingC: make(chan struct{}),
 		seqSeed:  maphash.MakeSeed(),
+		renewC:   make(chan *renewal, 1024),
+		gone:     map[LeaseID][]chan struct{}{},
 	}
 	for _, p := range peers {
 		n.addrs[p.ID] = p.Addr
@@ -154,9 +173,19 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 	for i := range n.seqLocks {
 		n.seqLocks[i] = make(chan struct{}, 1)
 	}
+	self.Store(n)
+	if err := ls.Load(rn.DB()); err != nil {
+		err = errors.Join(err, rn.Stop())
+		if mem != nil {
+			mem.Close()
+		}
+		return nil, err
+	}
+	ls.Start(rn)
 	bg, cancel := context.WithCancel(context.Background())
 	n.cancelBg = cancel
 	n.wg.Go(func() { n.awaitReady(bg) })
+	n.wg.Go(func() { n.renewer(bg) })
 	return n, nil
 }
 
@@ -272,6 +301,7 @@ func (n *Node) Close() error {
 		n.closed.Store(true)
 		close(n.closingC)
 		n.cancelBg()
+		n.ls.Stop()
 		n.lifeMu.Lock()
 		err := n.rn.Stop()
 		n.lifeMu.Unlock()

@@ -3,7 +3,6 @@ package concord_test
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -54,7 +53,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		"future revision":   {concord.ErrFutureRev, func() error { _, err := n.Get(ctx, "k", concord.WithRev(1000)); return err }},
 		"compact negative":  {concord.ErrInvalidRevision, func() error { return n.Compact(ctx, -5) }},
 		"lease":             {concord.ErrLeaseNotFound, func() error { _, err := n.Put(ctx, "k", "v", concord.WithLease(42)); return err }},
-		"ttl":               {errors.ErrUnsupported, func() error { _, err := n.Put(ctx, "k", "v", concord.WithTTL(time.Second)); return err }},
+		"ttl":               {concord.ErrInvalidRequest, func() error { _, err := n.Put(ctx, "k", "v", concord.WithTTL(-time.Second)); return err }},
 		"value with ignore value": {concord.ErrInvalidRequest, func() error {
 			_, err := n.Put(ctx, "k", "v", concord.WithIgnoreValue())
 			return err
