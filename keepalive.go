@@ -167,7 +167,13 @@ func (n *Node) renewer(ctx context.Context) {
 			}
 		}
 		cctx, cancel := context.WithTimeout(ctx, 5*n.cfg.electionTimeout())
-		ans, err := n.callLessor(cctx, call)
+		var ans []*wire.LeaseTTL
+		var err error
+		if n.dropRenewals.Load() {
+			err = ErrTimeout
+		} else {
+			ans, err = n.callLessor(cctx, call)
+		}
 		cancel()
 		ttls := map[LeaseID]time.Duration{}
 		for _, t := range ans {

@@ -53,6 +53,8 @@ type Node struct {
 	seqLocks [16]chan struct{} // PutSequential, by prefix hash
 
 	renewC chan *renewal // keep-alives for the renewer to batch
+	// dropRenewals makes every keep-alive fail with ErrTimeout. Tests only.
+	dropRenewals atomic.Bool
 
 	goneMu sync.Mutex
 	gone   map[LeaseID][]chan struct{} // guarded by goneMu; closed when the lease is removed here
