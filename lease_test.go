@@ -142,15 +142,21 @@ func TestLeaseBadInputs(t *testing.T) {
 			_, err := n.Create(ctx, "k", "v", concord.WithLease(id+1))
 			return err
 		}},
-		"revoke unknown":    {concord.ErrLeaseNotFound, func() error { return n.Revoke(ctx, id+1) }},
-		"revoke zero":       {concord.ErrLeaseNotFound, func() error { return n.Revoke(ctx, concord.NoLease) }},
-		"keep alive once":   {concord.ErrLeaseNotFound, func() error { _, err := n.KeepAliveOnce(ctx, id+1); return err }},
-		"keep alive":        {concord.ErrLeaseNotFound, func() error { _, err := n.KeepAlive(ctx, id+1); return err }},
-		"time to live":      {concord.ErrLeaseNotFound, func() error { _, err := n.TimeToLive(ctx, id+1, true); return err }},
-		"ttl zero":          {concord.ErrInvalidRequest, func() error { _, err := n.Put(ctx, "k", "v", concord.WithTTL(0)); return err }},
-		"ttl under floor":   {concord.ErrInvalidRequest, func() error { _, err := n.Put(ctx, "k", "v", concord.WithTTL(time.Millisecond)); return err }},
-		"ttl with lease":    {concord.ErrInvalidRequest, func() error { _, err := n.Put(ctx, "k", "v", concord.WithTTL(time.Second), concord.WithLease(id)); return err }},
-		"ttl in a txn":      {concord.ErrInvalidRequest, func() error { _, err := n.Txn(ctx).Then(concord.OpPut("k", "v", concord.WithTTL(time.Second))).Commit(); return err }},
+		"revoke unknown":  {concord.ErrLeaseNotFound, func() error { return n.Revoke(ctx, id+1) }},
+		"revoke zero":     {concord.ErrLeaseNotFound, func() error { return n.Revoke(ctx, concord.NoLease) }},
+		"keep alive once": {concord.ErrLeaseNotFound, func() error { _, err := n.KeepAliveOnce(ctx, id+1); return err }},
+		"keep alive":      {concord.ErrLeaseNotFound, func() error { _, err := n.KeepAlive(ctx, id+1); return err }},
+		"time to live":    {concord.ErrLeaseNotFound, func() error { _, err := n.TimeToLive(ctx, id+1, true); return err }},
+		"ttl zero":        {concord.ErrInvalidRequest, func() error { _, err := n.Put(ctx, "k", "v", concord.WithTTL(0)); return err }},
+		"ttl under floor": {concord.ErrInvalidRequest, func() error { _, err := n.Put(ctx, "k", "v", concord.WithTTL(time.Millisecond)); return err }},
+		"ttl with lease": {concord.ErrInvalidRequest, func() error {
+			_, err := n.Put(ctx, "k", "v", concord.WithTTL(time.Second), concord.WithLease(id))
+			return err
+		}},
+		"ttl in a txn": {concord.ErrInvalidRequest, func() error {
+			_, err := n.Txn(ctx).Then(concord.OpPut("k", "v", concord.WithTTL(time.Second))).Commit()
+			return err
+		}},
 		"ttl on a bad put":  {concord.ErrEmptyKey, func() error { _, err := n.Put(ctx, "", "v", concord.WithTTL(time.Second)); return err }},
 		"session bad ttl":   {concord.ErrInvalidRequest, func() error { _, err := concord.NewSession(n, concord.WithSessionTTL(0)); return err }},
 		"session bad lease": {concord.ErrLeaseNotFound, func() error { _, err := concord.NewSession(n, concord.WithSessionLease(id+1)); return err }},
