@@ -115,9 +115,10 @@
 // checkpoints the remaining time of leases that miss a renewal, so that
 // after a leader change a lease lives what it had left plus at most the
 // election timeout: it neither expires early nor gets its whole TTL back
-// (etcd#9888). A lease whose keep-alives stop on time had no checkpoint,
-// so a leader change can give it up to TTL/3 plus two election timeouts
-// more (see internal/lessor). The shortest TTL is the election timeout
+// (etcd#9888). A lease whose keep-alives stopped less than TTL/3 before
+// the leader died has no checkpoint yet: the new leader may give it up to
+// TTL/3 plus the failover time plus two election timeouts more than its
+// last keep-alive promised (see internal/lessor). The shortest TTL is the election timeout
 // (1 s by default, 100 ms with DefaultLocalConfig); a TTL under it, a TTL
 // <= 0 or an unknown lease is refused with a clear error.
 //
