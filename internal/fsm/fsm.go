@@ -69,6 +69,7 @@ type FSM struct {
 	events    []*command.Event // since the last Committed, if OnCommit is set
 	arena     arena
 	cache     kvCache
+	reads     readCache // for any goroutine
 
 	// Committed state, for any goroutine.
 	committedRev     atomic.Int64
@@ -92,6 +93,7 @@ func (f *FSM) Load(db *badger.DB) error {
 		rev, compact, err := ReadRevisions(txn)
 		if err == nil {
 			f.publish(rev, compact)
+			f.reads.start(rev, compact)
 		}
 		return err
 	})
@@ -171,7 +173,7 @@ func (f *FSM) load(txn *badger.Txn) error {
 		return err
 	}
 	f.events = nil
-	f.cache.reset()
+	f.cache.reset() // drops the log of what was never committed
 	f.notified = [2]int64{rev, compact}
 	f.loaded = true
 	return nil
@@ -225,6 +227,9 @@ func (f *FSM) Committed(uint64) {
 	if !f.loaded {
 		return
 	}
+	f.reads.fold(f.cache.log, f.rev, f.compact)
+	clear(f.cache.log)
+	f.cache.log = f.cache.log[:0]
 	f.publish(f.rev, f.compact)
 	if f.cfg.OnCommit == nil || (len(f.events) == 0 && f.notified == [2]int64{f.rev, f.compact}) {
 		return
@@ -246,6 +251,7 @@ func (f *FSM) Snapshot(txn *badger.Txn, w io.Writer) error {
 func (f *FSM) Restore(db *badger.DB, r io.Reader) error {
 	f.loaded, f.events = false, nil
 	f.cache.reset()
+	f.reads.reset(0, 0) // no fills while the state is half restored
 	if err := raftnode.LoadPrefix(db, schema.State, r); err != nil {
 		return err
 	}
@@ -258,6 +264,7 @@ func (f *FSM) Restore(db *badger.DB, r io.Reader) error {
 	if err != nil {
 		return err
 	}
+	f.reads.reset(rev, compact)
 	f.publish(rev, compact)
 	if f.cfg.OnCommit != nil {
 		f.cfg.OnCommit(Commit{Revision: rev, CompactRevision: compact, Restored: true})
