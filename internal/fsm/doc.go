@@ -11,11 +11,13 @@
 //	  |                              writes under s/ through txn (layout: internal/schema)
 //	  |                              bounded compaction sweep
 //	  |<-- encoded command.Response  (outcomes are codes, never Go errors)
-//	  | Committed(index) ----------> publish revisions; OnLeases(changes) --> lessor
+//	  | Committed(index) ----------> publish revisions; fold into read cache;
+//	  |                              OnLeases(changes) --> lessor
 //	  |                              OnCommit(events)  --> watch hub
 //	  | Snapshot / Restore --------> every key under s/ (raftnode.StreamPrefix)
 //
 //	Node (any goroutine), on a read-only badger txn:
+//	  Cached(req)           single-key current reads from memory, no txn
 //	  Range(txn, req)       current or past-revision reads, no raft round
 //	  History(txn, from...) the events since a revision, for watches
 //
@@ -69,4 +71,11 @@
 // behind [FSM.Revision], published by Committed. Readers that need a
 // revision consistent with what they read use [ReadRevisions] on their
 // own transaction.
+//
+// Single-key reads of the current state are served from memory when they
+// can be (readcache.go): Committed folds every record the batch's applies
+// saw into a read cache, in order, so the cache is exact as of the newest
+// commit; a miss reads badger and fills the entry in if the cache has not
+// moved on meanwhile. Since raftnode releases reads and results only after
+// Committed, a cached answer is never older than an acknowledged write.
 package fsm

@@ -74,6 +74,7 @@ type FSM struct {
 	leaseChanges []LeaseChange    // since the last Committed, if OnLeases is set
 	arena        arena
 	cache        kvCache
+	reads        readCache // for any goroutine
 
 	// Committed state, for any goroutine.
 	committedRev     atomic.Int64
@@ -97,6 +98,7 @@ func (f *FSM) Load(db *badger.DB) error {
 		rev, compact, err := ReadRevisions(txn)
 		if err == nil {
 			f.publish(rev, compact)
+			f.reads.start(rev, compact)
 		}
 		return err
 	})
@@ -176,7 +178,7 @@ func (f *FSM) load(txn *badger.Txn) error {
 		return err
 	}
 	f.events, f.leaseChanges = nil, nil
-	f.cache.reset()
+	f.cache.reset() // drops the log of what was never committed
 	f.notified = [2]int64{rev, compact}
 	f.loaded = true
 	return nil
@@ -230,6 +232,9 @@ func (f *FSM) Committed(uint64) {
 	if !f.loaded {
 		return
 	}
+	f.reads.fold(f.cache.log, f.rev, f.compact)
+	clear(f.cache.log)
+	f.cache.log = f.cache.log[:0]
 	f.publish(f.rev, f.compact)
 	if len(f.leaseChanges) > 0 {
 		changes := f.leaseChanges
@@ -256,6 +261,7 @@ func (f *FSM) Snapshot(txn *badger.Txn, w io.Writer) error {
 func (f *FSM) Restore(db *badger.DB, r io.Reader) error {
 	f.loaded, f.events, f.leaseChanges = false, nil, nil
 	f.cache.reset()
+	f.reads.reset(0, 0) // no fills while the state is half restored
 	if err := raftnode.LoadPrefix(db, schema.State, r); err != nil {
 		return err
 	}
@@ -268,6 +274,7 @@ func (f *FSM) Restore(db *badger.DB, r io.Reader) error {
 	if err != nil {
 		return err
 	}
+	f.reads.reset(rev, compact)
 	f.publish(rev, compact)
 	if f.cfg.OnLeases != nil {
 		f.cfg.OnLeases(LeaseCommit{Restored: true})
