@@ -37,6 +37,21 @@ func gone(t *testing.T, n *concord.Node, d time.Duration, keys ...string) time.T
 	return time.Now()
 }
 
+// keptAlive grants a lease of ttl on n, attaches the key "held" to it, and
+// keeps it alive from ka until stop is called.
+func keptAlive(t *testing.T, n, ka *concord.Node, ttl time.Duration) (concord.LeaseID, <-chan concord.LeaseKeepAliveResponse, context.CancelFunc) {
+	t.Helper()
+	id := grant(t, n, ttl)
+	put(t, n, "held", "v", concord.WithLease(id))
+	ctx, stop := context.WithCancel(testCtx(t))
+	t.Cleanup(stop)
+	ch, err := ka.KeepAlive(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id, ch, stop
+}
+
 // TestLeaseExpiryDeletesKeys: a lease nobody keeps alive expires after its
 // TTL, not before, and within TTL + 1 s; its keys go in one revision.
 func TestLeaseExpiryDeletesKeys(t *testing.T) {
@@ -177,14 +192,7 @@ func TestKeepAliveFromFollower(t *testing.T) {
 	lead := c.leader()
 	f := c.nodes[(lead+1)%3]
 	const ttl = time.Second
-	id := grant(t, f, ttl)
-	put(t, f, "held", "v", concord.WithLease(id))
-	ctx, cancel := context.WithCancel(testCtx(t))
-	defer cancel()
-	ch, err := f.KeepAlive(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
+	id, ch, cancel := keptAlive(t, f, f, ttl)
 	commit := c.nodes[lead].Status().CommitIndex
 	deadline := time.After(10 * ttl)
 	responses := 0
@@ -227,17 +235,9 @@ wait:
 func TestLeaseSurvivesLeaderClose(t *testing.T) {
 	c := newCluster(t, 3)
 	lead := c.leader()
-	fi := (lead + 1) % 3
-	f := c.nodes[fi]
+	f := c.nodes[(lead+1)%3]
 	const ttl = time.Second
-	id := grant(t, f, ttl)
-	put(t, f, "held", "v", concord.WithLease(id))
-	ctx, cancel := context.WithCancel(testCtx(t))
-	defer cancel()
-	ch, err := f.KeepAlive(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
+	id, ch, _ := keptAlive(t, f, f, ttl)
 	<-ch
 	<-ch // renewed once after the first answer
 	go func() {
@@ -272,13 +272,7 @@ func TestLeaseGoneAfterKeepAlivesStop(t *testing.T) {
 			f := c.nodes[fi]
 			ka := c.nodes[(lead+1)%3]
 			const ttl = time.Second
-			id := grant(t, f, ttl)
-			put(t, f, "held", "v", concord.WithLease(id))
-			ctx, cancel := context.WithCancel(testCtx(t))
-			ch, err := ka.KeepAlive(ctx, id)
-			if err != nil {
-				t.Fatal(err)
-			}
+			id, ch, cancel := keptAlive(t, f, ka, ttl)
 			for range 4 {
 				<-ch
 			}
