@@ -25,7 +25,7 @@ type Raft interface {
 // Config configures a Lessor.
 type Config struct {
 	// ElectionTimeout is the raft election timeout: what a new primary
-	// adds to every lease, and the slack of checkpoints. Required.
+	// adds to every lease, and the slack of checkpoints. Default 1s.
 	ElectionTimeout time.Duration
 	// Logger receives the lessor's few logs; nil discards them.
 	Logger *slog.Logger
@@ -67,6 +67,9 @@ type lease struct {
 // New returns a lessor with an empty mirror: Apply may be called at once,
 // Load fills it from the DB.
 func New(cfg Config) *Lessor {
+	if cfg.ElectionTimeout <= 0 {
+		cfg.ElectionTimeout = time.Second
+	}
 	l := &Lessor{
 		cfg:    cfg,
 		log:    cfg.Logger,
