@@ -198,13 +198,14 @@ func TestExpireFencedByTerm(t *testing.T) {
 			t.Fatalf("%v: %v, want STALE", req, r.GetCode())
 		}
 	}
-	if !exists(t, c.Node(next), 9) {
+	// The proposer has applied what it proposed when Propose returns.
+	if !exists(t, c.Node(lead), 9) {
 		t.Fatal("a stale expire removed the lease")
 	}
 	if r := propose(t, c.Node(lead), expire(term)); r.GetCode() != command.Code_OK {
 		t.Fatalf("expire of the current term: %v", r)
 	}
-	if exists(t, c.Node(next), 9) {
+	if exists(t, c.Node(lead), 9) {
 		t.Fatal("the expire of the current term left the lease")
 	}
 }
