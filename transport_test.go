@@ -106,9 +106,9 @@ func TestConfigTransportValidation(t *testing.T) {
 		edit func(*concord.Config)
 		rule string
 	}{
-		"peer addr":   {func(c *concord.Config) { c.PeerAddr = "127.0.0.1:7000" }, "leave them empty with Transport"},
-		"advertise":   {func(c *concord.Config) { c.AdvertisePeerAddr = "127.0.0.1:7000" }, "leave them empty with Transport"},
-		"tls":         {func(c *concord.Config) { c.PeerTLS = &tls.Config{} }, "leave them empty with Transport"},
+		"peer addr": {func(c *concord.Config) { c.PeerAddr = "127.0.0.1:7000" }, "leave them empty with Transport"},
+		"advertise": {func(c *concord.Config) { c.AdvertisePeerAddr = "127.0.0.1:7000" }, "leave them empty with Transport"},
+		"tls":       {func(c *concord.Config) { c.PeerTLS = &tls.Config{} }, "leave them empty with Transport"},
 		"not the transport's address": {func(c *concord.Config) {
 			c.InitialCluster = map[string]string{"a": "mem://1", "b": "mem://2"}
 		}, `InitialCluster["a"] "mem://1" must equal Transport.Addr()`},
