@@ -96,7 +96,7 @@ type linRecorder struct {
 
 type linStats struct {
 	gets, getsFailed, writesOK, writesApplied, writesUnknown, casFailed int
-	partitions, isolations, heals, stops                               int
+	partitions, isolations, heals, stops                                int
 }
 
 func newRecorder() *linRecorder { return &linRecorder{start: time.Now()} }
