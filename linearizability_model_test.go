@@ -6,12 +6,12 @@ package concord_test
 import (
 	"fmt"
 	"hash/fnv"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/anishathalye/porcupine"
+
+	"github.com/concordkv/concord/internal/lintest"
 )
 
 // linKind is the kind of a recorded operation.
@@ -187,33 +187,11 @@ func pruneUnobserved(history []porcupine.Operation) ([]porcupine.Operation, int)
 // linCheckTime is porcupine's budget; running out of it fails the test.
 const linCheckTime = 30 * time.Second
 
-// linCheck runs porcupine on history and returns its verdict. Unless the
-// history is linearizable, it writes the visualization (with notes, the
-// nemesis's actions) to a file under dir, or a new temporary directory if
-// dir is "", and logs the path.
+// linCheck checks history, without the writes pruneUnobserved leaves out;
+// see lintest.Check.
 func linCheck(t *testing.T, history []porcupine.Operation, notes []porcupine.Annotation, dir string) porcupine.CheckResult {
 	t.Helper()
 	pruned, dropped := pruneUnobserved(history)
-	began := time.Now()
-	res, info := porcupine.CheckOperationsVerbose(linModel, pruned, linCheckTime)
-	t.Logf("porcupine: %s on %d operations (%d unobserved unknown writes left out) in %v",
-		res, len(pruned), dropped, time.Since(began).Round(time.Millisecond))
-	if res == porcupine.Ok {
-		return res
-	}
-	if dir == "" {
-		var err error
-		if dir, err = os.MkdirTemp("", "concord-linearizability-"); err != nil {
-			t.Logf("visualization: %v", err)
-			return res
-		}
-	}
-	info.AddAnnotations(notes)
-	path := filepath.Join(dir, "history.html")
-	if err := porcupine.VisualizePath(linModel, info, path); err != nil {
-		t.Logf("visualization: %v", err)
-		return res
-	}
-	t.Logf("visualization: %s", path)
-	return res
+	t.Logf("%d unobserved unknown writes left out of %d operations", dropped, len(history))
+	return lintest.Check(t, linModel, pruned, notes, dir, linCheckTime)
 }
