@@ -3,8 +3,10 @@ package concord_test
 // Linearizability acceptance test, through the public API only: clients
 // on every member of a three-node cluster (concordtest, on disk) run Get,
 // Put and CompareAndSwap on a few keys while a nemesis partitions the
-// network, isolates the leader, and stops and restarts it; porcupine then
-// checks the history against a key-value model, key by key.
+// network, isolates the leader, and stops and restarts it (even seeds
+// with frequent log compaction, so that lagging nodes may catch up from
+// snapshots);
+// porcupine then checks the history against a key-value model, key by key.
 //
 // Flags:
 //
@@ -172,7 +174,16 @@ func linKey(i int) string { return fmt.Sprintf("lin/%d", i) }
 // runLinearizability runs one seed; it returns false if no write or no
 // read succeeded during the workload.
 func runLinearizability(t *testing.T, seed int64, dur time.Duration) (progress bool) {
-	c := concordtest.NewCluster(t, linNodes, concordtest.OnDisk(), concordtest.Seed(seed))
+	// Even seeds compact the raft log every few dozen entries, so that
+	// stopped and cut-off nodes catch up through snapshots.
+	snapshots := seed%2 == 0
+	opts := []concordtest.Option{concordtest.OnDisk(), concordtest.Seed(seed)}
+	if snapshots {
+		opts = append(opts, concordtest.Configure(func(_ int, cfg *concord.Config) {
+			cfg.SnapshotEntries, cfg.SnapshotCatchUpEntries = 40, 10
+		}))
+	}
+	c := concordtest.NewCluster(t, linNodes, opts...)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	rev0 := c.Node(0).Status().Revision
@@ -221,8 +232,8 @@ func runLinearizability(t *testing.T, seed int64, dur time.Duration) (progress b
 	r.checkConvergence(ctx, rev0)
 
 	s := r.rec.stats
-	t.Logf("%v workload: %d gets ok, %d failed; %d writes ok, %d applied with result unknown, %d unknown, %d CAS failed; nemesis: %d partitions, %d isolations, %d heals, %d stops",
-		dur, s.gets, s.getsFailed, s.writesOK, s.writesApplied, s.writesUnknown, s.casFailed, s.partitions, s.isolations, s.heals, s.stops)
+	t.Logf("frequent snapshots: %v; %v workload: %d gets ok, %d failed; %d writes ok, %d applied with result unknown, %d unknown, %d CAS failed; nemesis: %d partitions, %d isolations, %d heals, %d stops",
+		snapshots, dur, s.gets, s.getsFailed, s.writesOK, s.writesApplied, s.writesUnknown, s.casFailed, s.partitions, s.isolations, s.heals, s.stops)
 	if res := linCheck(t, r.rec.history, r.rec.notes, ""); res != porcupine.Ok {
 		t.Errorf("porcupine: %s: the history is not linearizable (or too long to check in %v)", res, linCheckTime)
 	}
@@ -282,33 +293,17 @@ func (r *linRun) nemesis(rng *rand.Rand) {
 	c, net, rec := r.c, r.c.Network(), r.rec
 	lintest.SetFaults(net, rng)
 	stopped, downSteps := -1, 0
-	// leader returns a running node that believes it leads, else a random
-	// one (drawn either way, so that later draws do not depend on it).
 	leader := func() int {
-		pick := rng.IntN(linNodes)
-		for i, n := range c.Nodes() {
-			if n != nil && n.IsLeader() {
-				return i
-			}
-		}
-		return pick
+		return lintest.Leader(rng, linNodes, func(i int) bool { n := c.Node(i); return n != nil && n.IsLeader() })
 	}
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	for {
-		select { // pacing between actions, not a wait on a condition
-		case <-timer.C:
-		case <-r.stop:
-			return
-		}
-		timer.Reset(time.Duration(30+rng.IntN(170)) * time.Millisecond)
+	lintest.Every(rng, r.stop, func() bool {
 		if stopped >= 0 {
 			if downSteps--; downSteps <= 0 {
 				if err := c.Restart(stopped); err != nil {
 					r.t.Errorf("nemesis: %v", err)
-					return
+					return false
 				}
-				rec.note(nil, "restart n%d", stopped+1)
+				rec.note(nil, "restart %s", c.Name(stopped))
 				stopped = -1
 			}
 		}
@@ -317,11 +312,11 @@ func (r *linRun) nemesis(rng *rand.Rand) {
 			perm := rng.Perm(linNodes)
 			a := 1 + rng.IntN(linNodes-1)
 			c.Partition(perm[:a], perm[a:])
-			rec.note(&rec.stats.partitions, "partition %v %v", perm[:a], perm[a:])
+			rec.note(&rec.stats.partitions, "partition %v | %v", r.names(perm[:a]), r.names(perm[a:]))
 		case action < 4:
 			i := leader()
 			c.Isolate(i)
-			rec.note(&rec.stats.isolations, "isolate n%d", i+1)
+			rec.note(&rec.stats.isolations, "isolate %s", c.Name(i))
 		case action < 6:
 			c.Heal()
 			rec.note(&rec.stats.heals, "heal")
@@ -332,15 +327,25 @@ func (r *linRun) nemesis(rng *rand.Rand) {
 			}
 			if err := c.Stop(i); err != nil {
 				r.t.Errorf("nemesis: %v", err)
-				return
+				return false
 			}
-			rec.note(&rec.stats.stops, "stop n%d", i+1)
+			rec.note(&rec.stats.stops, "stop %s", c.Name(i))
 			stopped, downSteps = i, steps
 		default:
 			lintest.SetFaults(net, rng)
 			rec.note(nil, "new message fault rates")
 		}
+		return true
+	})
+}
+
+// names returns the names of nodes idx.
+func (r *linRun) names(idx []int) []string {
+	var out []string
+	for _, i := range idx {
+		out = append(out, r.c.Name(i))
 	}
+	return out
 }
 
 // checkConvergence waits until every node, read linearizably, holds the

@@ -338,26 +338,10 @@ func (r *linRun) nemesis(rng *rand.Rand) {
 	maxDown := (r.n - 1) / 2 // a quorum stays up, so healing always restores progress
 	type crash struct{ peer, steps int }
 	var crashed []crash
-	// leader returns a running peer that believes it leads, else a random
-	// peer (pick is drawn either way, so later draws do not depend on it).
 	leader := func() int {
-		pick := rng.IntN(r.n)
-		for k := 0; k < r.n; k++ {
-			if n := c.Node(k); n != nil && n.IsLeader() {
-				return k
-			}
-		}
-		return pick
+		return lintest.Leader(rng, r.n, func(i int) bool { n := c.Node(i); return n != nil && n.IsLeader() })
 	}
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	for {
-		select { // pacing between actions, not a wait on a condition
-		case <-timer.C:
-		case <-r.stop:
-			return
-		}
-		timer.Reset(time.Duration(30+rng.IntN(170)) * time.Millisecond)
+	lintest.Every(rng, r.stop, func() bool {
 		// Restart crashed peers whose downtime is over.
 		kept := crashed[:0]
 		for _, cr := range crashed {
@@ -370,7 +354,7 @@ func (r *linRun) nemesis(rng *rand.Rand) {
 			r.peerMu[cr.peer].Unlock()
 			if err != nil {
 				r.t.Errorf("restart peer %d: %v", cr.peer+1, err)
-				return
+				return false
 			}
 			r.setDown(cr.peer, false)
 		}
@@ -403,7 +387,8 @@ func (r *linRun) nemesis(rng *rand.Rand) {
 		default:
 			lintest.SetFaults(net, rng)
 		}
-	}
+		return true
+	})
 }
 
 // checkConvergence waits until every peer, after a ReadIndex, holds the same

@@ -92,3 +92,35 @@ func Check(t testing.TB, model porcupine.Model, history []porcupine.Operation, n
 	t.Logf("visualization: %s", path)
 	return res
 }
+
+// Every calls step at once, then again after random pauses of 30ms to
+// 200ms drawn from rng, until stop is closed or step returns false. It
+// paces a nemesis: the pauses are not waits on a condition.
+func Every(rng *rand.Rand, stop <-chan struct{}, step func() bool) {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-timer.C:
+		case <-stop:
+			return
+		}
+		timer.Reset(time.Duration(30+rng.IntN(170)) * time.Millisecond)
+		if !step() {
+			return
+		}
+	}
+}
+
+// Leader returns the first of nodes 0..n-1 that leads, else a random one.
+// It draws from rng either way, so that later draws do not depend on
+// which node led.
+func Leader(rng *rand.Rand, n int, leads func(i int) bool) int {
+	pick := rng.IntN(n)
+	for i := range n {
+		if leads(i) {
+			return i
+		}
+	}
+	return pick
+}
