@@ -4,9 +4,9 @@ package concord_test
 // on every member of a three-node cluster (concordtest, on disk) run Get,
 // Put and CompareAndSwap on a few keys while a nemesis partitions the
 // network, isolates the leader, and stops and restarts it (even seeds
-// with frequent log compaction, so that lagging nodes may catch up from
-// snapshots);
-// porcupine then checks the history against a key-value model, key by key.
+// compact the log often, so that lagging nodes may catch up from
+// snapshots); porcupine then checks the history against a key-value
+// model, key by key.
 //
 // Flags:
 //
@@ -175,7 +175,7 @@ func linKey(i int) string { return fmt.Sprintf("lin/%d", i) }
 // read succeeded during the workload.
 func runLinearizability(t *testing.T, seed int64, dur time.Duration) (progress bool) {
 	// Even seeds compact the raft log every few dozen entries, so that
-	// stopped and cut-off nodes catch up through snapshots.
+	// stopped and cut-off nodes may catch up through snapshots.
 	snapshots := seed%2 == 0
 	opts := []concordtest.Option{concordtest.OnDisk(), concordtest.Seed(seed)}
 	if snapshots {
