@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -70,6 +71,7 @@ type linRecorder struct {
 	history []porcupine.Operation  // guarded by mu
 	notes   []porcupine.Annotation // guarded by mu
 	stats   linStats               // guarded by mu
+	odd     []error                // guarded by mu; errors a fault cannot explain
 }
 
 type linStats struct {
@@ -80,6 +82,15 @@ type linStats struct {
 func newRecorder() *linRecorder { return &linRecorder{start: time.Now()} }
 
 func (r *linRecorder) now() int64 { return int64(time.Since(r.start)) }
+
+// checkErr records err as odd unless faults explain it: a deadline (no
+// quorum in time), a cancellation (the workload's end) or a node closed
+// under the call. Odd errors fail the test. r.mu must be held.
+func (r *linRecorder) checkErr(err error) {
+	if !errors.Is(err, concord.ErrTimeout) && !errors.Is(err, context.Canceled) && !errors.Is(err, concord.ErrClosed) {
+		r.odd = append(r.odd, err)
+	}
+}
 
 // note records a nemesis action for the visualization, and counts it in
 // the stat count points to (if not nil).
@@ -101,6 +112,7 @@ func (r *linRecorder) get(ctx context.Context, n *concord.Node, client int, key 
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err != nil {
+		r.checkErr(err)
 		r.stats.getsFailed++
 		return "", false
 	}
@@ -155,6 +167,7 @@ func (r *linRecorder) write(client int, in linInput, call int64, out *linOutput,
 		out.outcome = linApplied
 		r.stats.writesApplied++
 	default:
+		r.checkErr(err)
 		out.outcome, ret = linUnknown, math.MaxInt64
 		r.stats.writesUnknown++
 	}
@@ -230,6 +243,13 @@ func runLinearizability(t *testing.T, seed int64, dur time.Duration) (progress b
 		}
 	}
 	r.checkConvergence(ctx, rev0)
+	for i, err := range r.rec.odd {
+		if i == 5 {
+			t.Errorf("... and %d more", len(r.rec.odd)-i)
+			break
+		}
+		t.Errorf("a call failed in a way no fault explains: %v", err)
+	}
 
 	s := r.rec.stats
 	t.Logf("frequent snapshots: %v; %v workload: %d gets ok, %d failed; %d writes ok, %d applied with result unknown, %d unknown, %d CAS failed; nemesis: %d partitions, %d isolations, %d heals, %d stops",
@@ -370,7 +390,7 @@ func (r *linRun) checkConvergence(ctx context.Context, rev0 int64) {
 			rev = resp.Revision
 			states = append(states, fmt.Sprint(resp.Revision, values(resp.Kvs)))
 		}
-		if states[0] == states[1] && states[1] == states[2] {
+		if !slices.ContainsFunc(states, func(st string) bool { return st != states[0] }) {
 			s := r.rec.stats
 			lo, hi := int64(s.writesOK), int64(s.writesOK+s.writesApplied+s.writesUnknown)
 			if d := rev - rev0; d < lo || d > hi {
