@@ -8,10 +8,12 @@
 // What works today: static clusters (InitialCluster) and one-node
 // clusters, durable (DataDir) or in memory; Put, Get, Delete, Txn,
 // Compact and the helpers Create, CompareAndSwap, CompareAndDelete and
-// PutSequential; cluster info and leadership transfer. Gossip membership
-// (Config.GossipAddr, Join, BootstrapExpect), leases (WithLease, WithTTL),
-// watches and the coordination primitives built on them are not available
-// yet: their options are refused with a clear error rather than ignored.
+// PutSequential; cluster info and leadership transfer; package
+// concordtest, to run clusters with injected faults in tests. Gossip
+// membership (Config.GossipAddr, Join, BootstrapExpect), leases
+// (WithLease, WithTTL), watches and the coordination primitives built on
+// them are not available yet: their options are refused with a clear
+// error rather than ignored.
 //
 // # Architecture
 //
@@ -29,8 +31,8 @@
 //	  read-only badger transaction of this node: no network hop.
 //
 // Writes go through raft (package raftnode; messages over package
-// transport: TCP with optional mTLS, or in memory for a node without
-// PeerAddr) and are applied by the state machine in internal/fsm, which
+// transport: TCP with optional mTLS, in memory for a node without
+// PeerAddr, or Config.Transport) and are applied by the state machine in internal/fsm, which
 // keeps current values, history and revisions in badger (keyspace:
 // internal/schema). A write is acknowledged once it is committed on a
 // quorum, fsynced, and applied on the node that proposed it.
