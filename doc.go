@@ -9,7 +9,8 @@
 // clusters, durable (DataDir) or in memory; Put, Get, Delete, Txn,
 // Compact and the helpers Create, CompareAndSwap, CompareAndDelete and
 // PutSequential; leases (Grant, KeepAlive, WithLease, WithTTL, ...) and
-// sessions; cluster info and leadership transfer. Gossip membership
+// sessions; cluster info and leadership transfer; package concordtest, to
+// run clusters with injected faults in tests. Gossip membership
 // (Config.GossipAddr, Join, BootstrapExpect), watches and the coordination
 // primitives built on them are not available yet: their options are
 // refused with a clear error rather than ignored.
@@ -35,8 +36,8 @@
 //	  its expiry, applied like a Revoke.
 //
 // Writes go through raft (package raftnode; messages over package
-// transport: TCP with optional mTLS, or in memory for a node without
-// PeerAddr) and are applied by the state machine in internal/fsm, which
+// transport: TCP with optional mTLS, in memory for a node without
+// PeerAddr, or Config.Transport) and are applied by the state machine in internal/fsm, which
 // keeps current values, history and revisions in badger (keyspace:
 // internal/schema). A write is acknowledged once it is committed on a
 // quorum, fsynced, and applied on the node that proposed it.

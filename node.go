@@ -66,12 +66,18 @@ type Node struct {
 // ErrInvalidConfig and name the rule; nothing is created then), creates
 // DataDir (0700) if missing, starts the transport and the raft peer.
 //
+// Open takes ownership of cfg.Transport, if set: Close closes it, and so
+// does Open if it fails.
+//
 // ctx bounds start-up only, not the node's life. With no InitialCluster
 // (or one naming only cfg.Name) the node is a one-node cluster and leads
 // at once. Close the node when done.
 func Open(ctx context.Context, cfg Config) (*Node, error) {
 	n, err := open(ctx, cfg)
 	if err != nil {
+		if cfg.Transport != nil {
+			cfg.Transport.Close() // owned from Open on; Close is idempotent
+		}
 		return nil, fmt.Errorf("concord.Open: %w", err)
 	}
 	return n, nil
@@ -86,7 +92,7 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
-	id := memberID(c.Name)
+	id := MemberID(c.Name)
 	// A nil Logger stays nil for raftnode and the transport: they skip
 	// formatting altogether then.
 	var log *slog.Logger
@@ -191,10 +197,13 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 	return n, nil
 }
 
-// newTransport returns the TCP transport on c.PeerAddr, or, without one,
-// an in-memory transport of a network of its own: a lone node that no
-// peer can reach needs no port.
+// newTransport returns c.Transport if set, else the TCP transport on
+// c.PeerAddr, or, without one, an in-memory transport of a network of its
+// own: a lone node that no peer can reach needs no port.
 func newTransport(c *Config, id uint64, log *slog.Logger) (transport.Transport, *transport.Network, error) {
+	if c.Transport != nil {
+		return c.Transport, nil, nil
+	}
 	if c.PeerAddr == "" {
 		mem := transport.NewNetwork(0)
 		return mem.Transport(id), mem, nil
@@ -221,8 +230,8 @@ func initialPeers(c *Config, id uint64, self string) ([]raftnode.Peer, map[uint6
 	}
 	var peers []raftnode.Peer
 	for name, addr := range c.InitialCluster {
-		peers = append(peers, raftnode.Peer{ID: memberID(name), Addr: addr})
-		names[memberID(name)] = name
+		peers = append(peers, raftnode.Peer{ID: MemberID(name), Addr: addr})
+		names[MemberID(name)] = name
 	}
 	slices.SortFunc(peers, func(a, b raftnode.Peer) int { return cmp.Compare(a.ID, b.ID) })
 	return peers, names

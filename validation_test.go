@@ -165,19 +165,26 @@ func TestOpenValidation(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			cfg := base()
 			tc.edit(&cfg)
-			n, err := concord.Open(context.Background(), cfg)
-			if err == nil {
-				n.Close()
-				t.Fatal("Open accepted an invalid config")
-			}
-			wantErr(t, err, concord.ErrInvalidConfig)
-			if !strings.Contains(err.Error(), tc.rule) {
-				t.Fatalf("error %q does not name the rule %q", err, tc.rule)
-			}
+			openRefused(t, cfg, tc.rule)
 			if _, err := os.Stat(cfg.DataDir); !os.IsNotExist(err) {
 				t.Fatalf("DataDir was created for an invalid config (%v)", err)
 			}
 		})
+	}
+}
+
+// openRefused fails t unless Open refuses cfg with ErrInvalidConfig and
+// an error naming rule.
+func openRefused(t *testing.T, cfg concord.Config, rule string) {
+	t.Helper()
+	n, err := concord.Open(context.Background(), cfg)
+	if err == nil {
+		n.Close()
+		t.Fatal("Open accepted an invalid config")
+	}
+	wantErr(t, err, concord.ErrInvalidConfig)
+	if !strings.Contains(err.Error(), rule) {
+		t.Fatalf("error %q does not name the rule %q", err, rule)
 	}
 }
 
