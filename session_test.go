@@ -2,10 +2,12 @@ package concord_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/concordkv/concord"
+	"github.com/concordkv/concord/concordtest"
 )
 
 func newSession(t *testing.T, n *concord.Node, opts ...concord.SessionOption) *concord.Session {
@@ -119,4 +121,105 @@ func TestSessionOrphanAndContext(t *testing.T) {
 	}
 	put(t, n, "k", "v", concord.WithLease(id))
 	gone(t, n, ttl+time.Second, "k")
+}
+
+// TestSessionDoneAfterPartition: a node cut off from the others longer
+// than its session's TTL sees the session end within TTL + 1 s, whether it
+// was a follower or the leader, and the others expire the lease within
+// what it had left + election timeout + 1 s; a shorter cut leaves the
+// session alive.
+func TestSessionDoneAfterPartition(t *testing.T) {
+	for _, leader := range []bool{false, true} {
+		t.Run(fmt.Sprintf("leader=%v", leader), func(t *testing.T) {
+			c := concordtest.NewCluster(t, 3)
+			ctx := testCtx(t)
+			lead, err := c.WaitLeader(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			i := (lead + 1) % 3
+			if leader {
+				i = lead
+			}
+			others := []int{(i + 1) % 3, (i + 2) % 3}
+			const ttl = time.Second
+			s := newSession(t, c.Node(i), concord.WithSessionTTL(ttl))
+			put(t, c.Node(i), "mine", "v", concord.WithLease(s.Lease()))
+			st, err := c.Node(others[0]).TimeToLive(ctx, s.Lease(), false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cut := time.Now()
+			c.Isolate(i)
+			doneWithin(t, s, ttl+time.Second, "a partition longer than the TTL")
+			if d := time.Since(cut); d > ttl+time.Second {
+				t.Fatalf("Done closed %v after the partition", d)
+			}
+			if _, err := c.WaitLeader(ctx, others...); err != nil {
+				t.Fatal(err)
+			}
+			at := gone(t, c.Node(others[0]), st.TTL+localET+2*time.Second, "mine")
+			if d := at.Sub(cut); d > st.TTL+localET+time.Second {
+				t.Fatalf("the majority expired the lease %v after the partition, %v left", d, st.TTL)
+			}
+			c.Heal()
+		})
+	}
+	t.Run("short", func(t *testing.T) {
+		c := concordtest.NewCluster(t, 3)
+		lead, err := c.WaitLeader(testCtx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := (lead + 1) % 3
+		const ttl = 2 * time.Second
+		s := newSession(t, c.Node(i), concord.WithSessionTTL(ttl))
+		c.Isolate(i)
+		time.Sleep(ttl / 4) // the partition's length is the scenario
+		c.Heal()
+		time.Sleep(2 * ttl)
+		select {
+		case <-s.Done():
+			t.Fatal("a partition shorter than the TTL ended the session")
+		default:
+		}
+		if _, err := c.Node(lead).TimeToLive(testCtx(t), s.Lease(), false); err != nil {
+			t.Fatalf("lease lost to a short partition: %v", err)
+		}
+	})
+}
+
+// TestSessionDoneThroughSnapshot: a cut-off node whose session's lease is
+// revoked meanwhile learns of it from a snapshot once it is back, and the
+// session ends at once.
+func TestSessionDoneThroughSnapshot(t *testing.T) {
+	c := concordtest.NewCluster(t, 3, concordtest.Configure(func(_ int, cfg *concord.Config) {
+		cfg.SnapshotEntries, cfg.SnapshotCatchUpEntries = 20, 10
+	}))
+	ctx := testCtx(t)
+	lead, err := c.WaitLeader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := (lead + 1) % 3
+	s := newSession(t, c.Node(i)) // 60 s: only the revoke can end it here
+	c.Isolate(i)
+	others := []int{(i + 1) % 3, (i + 2) % 3}
+	newLead, err := c.WaitLeader(ctx, others...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Node(newLead).Revoke(ctx, s.Lease()); err != nil {
+		t.Fatal(err)
+	}
+	for k := range 100 { // the log moves on: node i will need a snapshot
+		put(t, c.Node(newLead), fmt.Sprintf("fill/%d", k), "v")
+	}
+	select {
+	case <-s.Done():
+		t.Fatal("Done closed while cut off, before its TTL")
+	default:
+	}
+	c.Heal()
+	doneWithin(t, s, 5*time.Second, "catching up after a revoke")
 }
