@@ -58,7 +58,7 @@ func (n *Node) keepAlive(ctx context.Context, id LeaseID) (<-chan LeaseKeepAlive
 func (n *Node) keepAliveLoop(ctx context.Context, id LeaseID, ttl time.Duration, last time.Time, ch chan LeaseKeepAliveResponse, gone chan struct{}) {
 	defer close(ch)
 	defer n.unwatchGone(id, gone)
-	timer := time.NewTimer(ttl / 3)
+	timer := time.NewTimer(time.Until(last.Add(ttl / 3)))
 	defer timer.Stop()
 	leader := n.rn.Status().Leader
 	for {
@@ -94,7 +94,7 @@ func (n *Node) keepAliveLoop(ctx context.Context, id LeaseID, ttl time.Duration,
 			case ch <- LeaseKeepAliveResponse{ID: id, TTL: got}:
 			default:
 			}
-			timer.Reset(ttl / 3)
+			timer.Reset(time.Until(sent.Add(ttl / 3))) // from the request: no drift
 		case errors.Is(err, ErrLeaseNotFound), errors.Is(err, ErrClosed), errors.Is(err, ErrStopped):
 			return
 		default: // no leader, a timeout: try again soon

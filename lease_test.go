@@ -218,9 +218,10 @@ wait:
 	if responses < 20 || responses > 40 {
 		t.Fatalf("%d responses in 10 s, want about 30", responses)
 	}
-	// Keep-alives renew in memory; only a renewal late enough to be
-	// checkpointed costs entries (two), which a loaded machine may cause.
-	if d := c.nodes[lead].Status().CommitIndex - commit; d > 4 {
+	// Keep-alives renew in memory: on time, they cost no entry (the bench
+	// measures 0/s); one late enough to be checkpointed costs two, which a
+	// loaded machine may cause. One per keep-alive would be 30 or more.
+	if d := c.nodes[lead].Status().CommitIndex - commit; d > 10 {
 		t.Fatalf("keep-alives wrote %d raft entries", d)
 	} else {
 		t.Logf("%d responses, %d raft entries", responses, d)
