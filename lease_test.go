@@ -186,7 +186,8 @@ func TestLeaseBadInputs(t *testing.T) {
 }
 
 // TestKeepAliveFromFollower: keep-alives from a follower keep a 1 s lease
-// alive for 10 s, one response about every TTL/3, and write no raft entry.
+// alive for 10 s, one response about every TTL/3, and write no raft entry
+// while they are on time.
 func TestKeepAliveFromFollower(t *testing.T) {
 	c := newCluster(t, 3)
 	lead := c.leader()
