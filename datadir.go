@@ -42,7 +42,7 @@ func claimDataDir(c *Config) error {
 		if err := refuseForeignDir(c.DataDir); err != nil {
 			return err
 		}
-		return writeMember(c.DataDir, &memberRecord{Name: c.Name, ID: memberID(c.Name), Cluster: cluster})
+		return writeMember(c.DataDir, &memberRecord{Name: c.Name, ID: MemberID(c.Name), Cluster: cluster})
 	}
 	if err != nil {
 		return err

@@ -156,20 +156,13 @@ type cluster struct {
 	names   []string
 	dirs    []string
 	nodes   []*concord.Node
-	tweak   func(*concord.Config) // applied to every node's config, if set
 }
 
 // newCluster opens size nodes ("n1".."nN") with data dirs, and waits until
 // all are ready.
 func newCluster(t *testing.T, size int) *cluster {
 	t.Helper()
-	return newClusterWith(t, size, nil)
-}
-
-// newClusterWith is newCluster with tweak applied to every node's config.
-func newClusterWith(t *testing.T, size int, tweak func(*concord.Config)) *cluster {
-	t.Helper()
-	c := &cluster{t: t, initial: map[string]string{}, tweak: tweak}
+	c := &cluster{t: t, initial: map[string]string{}}
 	root := t.TempDir()
 	for i, addr := range freeAddrs(t, size) {
 		name := fmt.Sprintf("n%d", i+1)
@@ -201,9 +194,6 @@ func (c *cluster) config(i int) concord.Config {
 	cfg.Name = c.names[i]
 	cfg.DataDir = c.dirs[i]
 	cfg.InitialCluster = c.initial
-	if c.tweak != nil {
-		c.tweak(&cfg)
-	}
 	return cfg
 }
 

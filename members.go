@@ -12,10 +12,10 @@ import (
 	"github.com/concordkv/concord/raftnode"
 )
 
-// memberID derives a member's raft id from its name: the first 8 bytes of
-// its SHA-256, big-endian, never 0. Every member of a static cluster
-// computes the same ids from InitialCluster.
-func memberID(name string) uint64 {
+// MemberID returns the raft id of the member named name: the first 8
+// bytes of the name's SHA-256, big-endian, never 0. Every member of a
+// static cluster computes the same ids from InitialCluster alone.
+func MemberID(name string) uint64 {
 	sum := sha256.Sum256([]byte(name))
 	if id := binary.BigEndian.Uint64(sum[:8]); id != 0 {
 		return id
@@ -31,7 +31,8 @@ type Member struct {
 	// "" for others.
 	Name string
 	// PeerAddr is the address its raft transport is reached at
-	// ("mem://<id>" for a one-node cluster that listens nowhere).
+	// ("mem://<id>" for a one-node cluster that listens nowhere, and on a
+	// transport.Network).
 	PeerAddr string
 	// GossipAddr is its gossip address; "" (gossip is not available yet).
 	GossipAddr string

@@ -15,6 +15,7 @@ import (
 
 	"github.com/concordkv/concord/internal/command"
 	"github.com/concordkv/concord/internal/fsm"
+	"github.com/concordkv/concord/internal/lessor"
 	"github.com/concordkv/concord/internal/watchhub"
 	"github.com/concordkv/concord/raftnode"
 	"github.com/concordkv/concord/transport"
@@ -29,6 +30,7 @@ type Node struct {
 	rn    *raftnode.Node
 	fsm   *fsm.FSM
 	hub   *watchhub.Hub[*Event]
+	ls    *lessor.Lessor
 	mem   *transport.Network // the in-memory transport of a node without PeerAddr, else nil
 	log   *slog.Logger
 	names map[uint64]string // static members' names by raft id; read-only
@@ -52,6 +54,13 @@ type Node struct {
 
 	seqSeed  maphash.Seed
 	seqLocks [16]chan struct{} // PutSequential, by prefix hash
+
+	renewC chan *renewal // keep-alives for the renewer to batch
+	// dropRenewals makes every keep-alive fail with ErrTimeout. Tests only.
+	dropRenewals atomic.Bool
+
+	goneMu sync.Mutex
+	gone   map[LeaseID][]chan struct{} // guarded by goneMu; closed when the lease is removed here
 }
 
 // Open starts a member from cfg and returns at once, without waiting for a
@@ -60,12 +69,18 @@ type Node struct {
 // ErrInvalidConfig and name the rule; nothing is created then), creates
 // DataDir (0700) if missing, starts the transport and the raft peer.
 //
+// Open takes ownership of cfg.Transport, if set: Close closes it, and so
+// does Open if it fails.
+//
 // ctx bounds start-up only, not the node's life. With no InitialCluster
 // (or one naming only cfg.Name) the node is a one-node cluster and leads
 // at once. Close the node when done.
 func Open(ctx context.Context, cfg Config) (*Node, error) {
 	n, err := open(ctx, cfg)
 	if err != nil {
+		if cfg.Transport != nil {
+			cfg.Transport.Close() // owned from Open on; Close is idempotent
+		}
 		return nil, fmt.Errorf("concord.Open: %w", err)
 	}
 	return n, nil
@@ -80,7 +95,7 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
-	id := memberID(c.Name)
+	id := MemberID(c.Name)
 	// A nil Logger stays nil for raftnode and the transport: they skip
 	// formatting altogether then.
 	var log *slog.Logger
@@ -102,17 +117,27 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	peers, names := initialPeers(&c, id, tr.Addr())
-	// The hub calls History and Revision only for watches, made once open
-	// has returned n.
-	var n *Node
+	// The state machine reports lease changes to the node once it exists;
+	// the lessor's mirror is loaded after that, so it misses none. The
+	// watch hub calls History and Revision only for watches, made once
+	// open has returned the node.
+	var self atomic.Pointer[Node]
 	hub := watchhub.New(watchhub.Config[*Event]{
 		History: func(from int64, key, end []byte, prevKV bool, fn func(*command.Event) error) (int64, int64, error) {
-			return n.history(from, key, end, prevKV, fn)
+			return self.Load().history(from, key, end, prevKV, fn)
 		},
-		Revision: func() int64 { return n.fsm.Revision() },
+		Revision: func() int64 { return self.Load().fsm.Revision() },
 		Convert:  toEvent,
 	})
-	f := fsm.New(fsm.Config{OnCommit: hub.OnCommit})
+	f := fsm.New(fsm.Config{
+		OnCommit: hub.OnCommit,
+		OnLeases: func(lc fsm.LeaseCommit) {
+			if n := self.Load(); n != nil {
+				n.onLeases(lc)
+			}
+		},
+	})
+	ls := lessor.New(lessor.Config{ElectionTimeout: c.electionTimeout(), Logger: log})
 	batch := 0 // raftnode's default
 	if c.DataDir == "" {
 		batch = memMaxProposalBatch
@@ -123,6 +148,7 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 		Peers:                  peers,
 		Transport:              tr,
 		Applier:                f,
+		LeaderService:          ls,
 		Logger:                 log,
 		TickInterval:           c.TickInterval,
 		ElectionTicks:          c.ElectionTicks,
@@ -150,12 +176,13 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	n = &Node{
+	n := &Node{
 		cfg:      c,
 		id:       id,
 		rn:       rn,
 		fsm:      f,
 		hub:      hub,
+		ls:       ls,
 		mem:      mem,
 		log:      log,
 		names:    names,
@@ -163,6 +190,8 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 		readyC:   make(chan struct{}),
 		closingC: make(chan struct{}),
 		seqSeed:  maphash.MakeSeed(),
+		renewC:   make(chan *renewal, 1024),
+		gone:     map[LeaseID][]chan struct{}{},
 	}
 	for _, p := range peers {
 		n.addrs[p.ID] = p.Addr
@@ -170,16 +199,30 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 	for i := range n.seqLocks {
 		n.seqLocks[i] = make(chan struct{}, 1)
 	}
+	self.Store(n)
+	if err := ls.Load(rn.DB()); err != nil {
+		hub.Close()
+		err = errors.Join(err, rn.Stop())
+		if mem != nil {
+			mem.Close()
+		}
+		return nil, err
+	}
+	ls.Start(rn)
 	bg, cancel := context.WithCancel(context.Background())
 	n.cancelBg = cancel
 	n.wg.Go(func() { n.awaitReady(bg) })
+	n.wg.Go(func() { n.renewer(bg) })
 	return n, nil
 }
 
-// newTransport returns the TCP transport on c.PeerAddr, or, without one,
-// an in-memory transport of a network of its own: a lone node that no
-// peer can reach needs no port.
+// newTransport returns c.Transport if set, else the TCP transport on
+// c.PeerAddr, or, without one, an in-memory transport of a network of its
+// own: a lone node that no peer can reach needs no port.
 func newTransport(c *Config, id uint64, log *slog.Logger) (transport.Transport, *transport.Network, error) {
+	if c.Transport != nil {
+		return c.Transport, nil, nil
+	}
 	if c.PeerAddr == "" {
 		mem := transport.NewNetwork(0)
 		return mem.Transport(id), mem, nil
@@ -206,8 +249,8 @@ func initialPeers(c *Config, id uint64, self string) ([]raftnode.Peer, map[uint6
 	}
 	var peers []raftnode.Peer
 	for name, addr := range c.InitialCluster {
-		peers = append(peers, raftnode.Peer{ID: memberID(name), Addr: addr})
-		names[memberID(name)] = name
+		peers = append(peers, raftnode.Peer{ID: MemberID(name), Addr: addr})
+		names[MemberID(name)] = name
 	}
 	slices.SortFunc(peers, func(a, b raftnode.Peer) int { return cmp.Compare(a.ID, b.ID) })
 	return peers, names
@@ -289,6 +332,7 @@ func (n *Node) Close() error {
 		close(n.closingC)
 		n.cancelBg()
 		n.hub.Close() // ends watches
+		n.ls.Stop()
 		n.lifeMu.Lock()
 		err := n.rn.Stop()
 		n.lifeMu.Unlock()

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/concordkv/concord"
+	"github.com/concordkv/concord/concordtest"
 	"github.com/concordkv/concord/internal/watchhub"
 )
 
@@ -24,7 +25,8 @@ var (
 )
 
 // TestWatchProperty: random puts, deletes and txns on three members while
-// the leader is closed and reopened; watchers on every member, from
+// the leader is restarted, cut off, or a member is partitioned from the
+// others (concordtest, on disk); watchers on every member, from
 // random start revisions, with previous values, resuming on another
 // member when theirs closes and at random. Each watcher's stream, read
 // back against the committed history (Get at every past revision), is
@@ -47,53 +49,59 @@ func TestWatchProperty(t *testing.T) {
 	}
 }
 
-// live guards a cluster whose nodes close and reopen while others use it.
+// live is the property test's cluster: concordtest's, whose nodes stop,
+// restart and get cut off while others use them.
 type live struct {
-	mu sync.Mutex
-	c  *cluster
+	c *concordtest.Cluster
 }
 
-// pick returns a random open node.
+// pick returns a random running node.
 func (l *live) pick(rng *rand.Rand) *concord.Node {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var open []*concord.Node
-	for _, n := range l.c.nodes {
+	var up []*concord.Node
+	for _, n := range l.c.Nodes() {
 		if n != nil {
-			open = append(open, n)
+			up = append(up, n)
 		}
 	}
-	return open[rng.IntN(len(open))]
+	return up[rng.IntN(len(up))]
 }
 
-// bounceLeader closes the leader, waits a moment and reopens it.
-func (l *live) bounceLeader(ctx context.Context, rng *rand.Rand) error {
-	l.mu.Lock()
-	lead := -1
-	for i, n := range l.c.nodes {
-		if n != nil && n.IsLeader() {
-			lead = i
-		}
-	}
-	if lead < 0 {
-		l.mu.Unlock()
-		return nil // no leader right now: nothing to close
-	}
-	n := l.c.nodes[lead]
-	l.c.nodes[lead] = nil
-	l.mu.Unlock()
-	if err := n.Close(); err != nil {
-		return err
-	}
-	time.Sleep(time.Duration(50+rng.IntN(250)) * time.Millisecond) // downtime, not a wait for a condition
-	n, err := concord.Open(ctx, l.c.config(lead))
+// nemesis does one fault to the leader's side, lasting a moment, then
+// heals: stop and restart the leader, cut it off, or split one node
+// from the other two. It returns the fault's name.
+func (l *live) nemesis(ctx context.Context, rng *rand.Rand) (string, error) {
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	lead, err := l.c.WaitLeader(wctx)
 	if err != nil {
-		return err
+		return "", err
 	}
-	l.mu.Lock()
-	l.c.nodes[lead] = n
-	l.mu.Unlock()
-	return nil
+	pause := func() { time.Sleep(time.Duration(50+rng.IntN(250)) * time.Millisecond) } // the fault's duration
+	switch rng.IntN(3) {
+	case 0:
+		if err := l.c.Stop(lead); err != nil {
+			return "", err
+		}
+		pause()
+		return "restart leader", l.c.Restart(lead)
+	case 1:
+		l.c.Isolate(lead)
+		pause()
+		l.c.Heal()
+		return "isolate leader", nil
+	default:
+		alone := rng.IntN(3)
+		var rest []int
+		for i := range 3 {
+			if i != alone {
+				rest = append(rest, i)
+			}
+		}
+		l.c.Partition([]int{alone}, rest)
+		pause()
+		l.c.Heal()
+		return fmt.Sprintf("partition n%d from the others", alone+1), nil
+	}
 }
 
 // watchRange is a range a property-test watcher watches.
@@ -182,17 +190,19 @@ func runWatchProperty(t *testing.T, seed uint64) {
 	setHubVar(t, &watchhub.QueueLen, 1+rng.IntN(8))
 	setHubVar(t, &watchhub.RingLen, rng.IntN(4))
 	setHubVar(t, &watchhub.MaxEvents, 1+rng.IntN(8))
-	// Frequent raft log compactions: a member reopened after a while may
-	// catch up by snapshot, whose changes its watchers read from history.
+	// Frequent raft log compactions: a member back from a fault may catch
+	// up by snapshot, whose changes its watchers read from history.
 	snapshots := rng.IntN(2) == 0
-	c := newClusterWith(t, 3, func(cfg *concord.Config) {
-		cfg.WatchProgressInterval = 20 * time.Millisecond
-		if snapshots {
-			cfg.SnapshotEntries, cfg.SnapshotCatchUpEntries = 32, 8
-		}
-	})
+	c := concordtest.NewCluster(t, 3, concordtest.OnDisk(), concordtest.Seed(int64(seed)),
+		concordtest.Configure(func(_ int, cfg *concord.Config) {
+			cfg.WatchProgressInterval = 20 * time.Millisecond
+			if snapshots {
+				cfg.SnapshotEntries, cfg.SnapshotCatchUpEntries = 32, 8
+			}
+		}))
 	l := &live{c: c}
 	ctx := testCtx(t)
+	t.Logf("frequent snapshots: %v", snapshots)
 
 	var (
 		final   atomic.Int64 // the revision watchers read up to, once known
@@ -213,14 +223,16 @@ func runWatchProperty(t *testing.T, seed uint64) {
 	}
 	crng := rand.New(rand.NewPCG(rng.Uint64(), 2))
 	writers.Go(func() {
-		for i := range 2 {
-			for done.Load() < int64((i+1)**watchOps/3) {
+		for i := range 3 {
+			for done.Load() < int64((i+1)**watchOps/4) {
 				time.Sleep(5 * time.Millisecond) // poll the writers' progress
 			}
-			if err := l.bounceLeader(ctx, crng); err != nil {
-				t.Errorf("bounce leader: %v", err)
+			what, err := l.nemesis(ctx, crng)
+			if err != nil {
+				t.Errorf("nemesis: %v", err)
 				return
 			}
+			t.Logf("after %d writes: %s", done.Load(), what)
 		}
 	})
 	const nWatchers = 6
@@ -240,7 +252,12 @@ func runWatchProperty(t *testing.T, seed uint64) {
 	}
 	writers.Wait()
 
-	// Every member is open again; the last revision is what all read.
+	// Every member is up and connected again; the last revision is what
+	// all read.
+	c.Heal()
+	if _, err := c.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
 	ref := l.pick(rng)
 	last, err := ref.Get(ctx, "barrier")
 	if err != nil {
@@ -276,7 +293,7 @@ func runWatchProperty(t *testing.T, seed uint64) {
 // propWrite makes one random write; failures (leader changes, closed
 // nodes) are fine: the history is read back.
 func propWrite(ctx context.Context, n *concord.Node, rng *rand.Rand) {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, time.Second) // a node cut off fails fast
 	defer cancel()
 	val := fmt.Sprint(rng.IntN(1000))
 	switch op := rng.IntN(10); {
