@@ -337,3 +337,30 @@ func TestWatchTyped(t *testing.T) {
 		t.Fatalf("delete event %+v", ev)
 	}
 }
+
+// TestWatchLeaseRevoke: a revoke deletes a lease's keys in one revision,
+// which a watcher gets in one response, with the keys' last state.
+func TestWatchLeaseRevoke(t *testing.T) {
+	n := openOne(t)
+	ctx := testCtx(t)
+	id, err := n.Grant(ctx, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"svc/a", "svc/b", "svc/c"} {
+		put(t, n, k, "up", concord.WithLease(id))
+	}
+	wc := n.Watch(ctx, "svc/", concord.WithPrefix(), concord.WithPrevKV())
+	if err := n.Revoke(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	r := next(t, wc)
+	if len(r.Events) != 3 {
+		t.Fatalf("revoke response: %v", describe(r.Events))
+	}
+	for _, e := range r.Events {
+		if e.Type != concord.EventTypeDelete || e.Kv.ModRevision != r.Events[0].Kv.ModRevision || e.PrevKv.Lease != id {
+			t.Fatalf("revoke events: %v", describe(r.Events))
+		}
+	}
+}
