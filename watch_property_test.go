@@ -19,7 +19,7 @@ import (
 )
 
 var (
-	watchSeeds = flag.Int("watch.seeds", 3, "seeds of TestWatchProperty")
+	watchSeeds = flag.Int("watch.seeds", 5, "seeds of TestWatchProperty")
 	watchSeed  = flag.Uint64("watch.seed", 0, "run TestWatchProperty with this seed only")
 	watchOps   = flag.Int("watch.ops", 400, "writes per seed of TestWatchProperty")
 )

@@ -23,11 +23,16 @@
 // history it needs was compacted meanwhile it gets a [CompactedError]:
 // a resync signal, never a silent gap. A snapshot restore (the node caught
 // up by snapshot, its changes unreported) makes every watcher unsynced.
+// The dispatcher keeps the last few commits ([RingLen]), so that a reader
+// done with the history rejoins even if commits were dispatched while it
+// read.
 //
 // All watchers of a range share one converted event slice per commit
 // (converted once, lazily, with and without previous values). Readers are
 // woken through a channel each, as soon as their batch is queued: there
-// is no polling tick.
+// is no polling tick. A watcher with [Options.Direct] whose reader waits
+// with nothing in hand gets the delivery from the dispatcher itself,
+// without waking the reader.
 package watchhub
 
 import (
