@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/concordkv/concord"
+	"github.com/concordkv/concord/concordtest"
 )
 
 // localET is the election timeout of DefaultLocalConfig.
@@ -337,5 +340,51 @@ func TestPutWithTTL(t *testing.T) {
 	at := gone(t, n, 2*ttl, "t")
 	if d := at.Sub(again); d < ttl || d > ttl+time.Second {
 		t.Fatalf("re-put key gone %v after its last put, want within [%v, %v]", d, ttl, ttl+time.Second)
+	}
+}
+
+// TestKeepAlivesWriteNoEntries: 60 leases kept alive from all three nodes,
+// the leader included, cost no raft entry at steady state: renewals live
+// in the leader's memory and reach a quorum outside the log. The election
+// timeout is 500 ms here, so that only a renewal half a second late on a
+// loaded machine would be checkpointed (two entries).
+func TestKeepAlivesWriteNoEntries(t *testing.T) {
+	c := concordtest.NewCluster(t, 3, concordtest.Configure(func(_ int, cfg *concord.Config) {
+		cfg.ElectionTicks = 50
+	}))
+	const ttl = 3 * time.Second
+	var kas atomic.Int64
+	var wg sync.WaitGroup
+	defer wg.Wait() // after cancel: the channels close
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	for i := range 60 {
+		n := c.Node(i % 3)
+		id := grant(t, n, ttl)
+		ch, err := n.KeepAlive(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			for range ch {
+				kas.Add(1)
+			}
+		})
+	}
+	time.Sleep(ttl / 2) // settle: every lease renewed once more
+	lead, err := c.WaitLeader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	commit, ka, start := c.Node(lead).Status().CommitIndex, kas.Load(), time.Now()
+	time.Sleep(ttl)
+	d := time.Since(start).Seconds()
+	entries := c.Node(lead).Status().CommitIndex - commit
+	t.Logf("steady state: %.2f raft entries/s, %.0f keep-alives/s", float64(entries)/d, float64(kas.Load()-ka)/d)
+	if got := kas.Load() - ka; got < 100 {
+		t.Fatalf("%d keep-alives in %v, want about 180", got, ttl)
+	}
+	if entries > 2 {
+		t.Fatalf("keep-alives wrote %d raft entries in %v", entries, ttl)
 	}
 }

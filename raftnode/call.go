@@ -43,6 +43,9 @@ const (
 	callRequest   = 1
 	callAnswer    = 2
 	callNotLeader = 3
+
+	callQuorumRequest = 4
+	callQuorumAnswer  = 5
 )
 
 // call is one CallLeader awaiting its answer.
@@ -90,7 +93,7 @@ func (n *Node) CallLeader(ctx context.Context, req []byte) ([]byte, error) {
 }
 
 // Changed returns a channel closed at the next change of the leader, of
-// this peer's role or of the term; read Status then.
+// this peer's role, of the term or of Status.ConfIndex; read Status then.
 func (n *Node) Changed() <-chan struct{} { return n.changedC() }
 
 // reply returns the reply function for a call served here.
@@ -189,6 +192,10 @@ func (l *loop) onPeerCall(m *pb.Message) {
 		if pc.GetOrigin() == n.origin {
 			l.deliverCall(pc.GetSeq(), pc.GetData())
 		}
+	case callQuorumRequest:
+		l.onQuorumRequest(from, &pc)
+	case callQuorumAnswer:
+		l.onQuorumAnswer(from, &pc)
 	case callNotLeader:
 		// Sent again once a leader is known that is not the sender, or
 		// after the retry period.

@@ -31,7 +31,7 @@ type Node struct {
 	seq     atomic.Uint64 // last proposal sequence number
 	applied atomic.Uint64
 	status  atomic.Pointer[Status]
-	changed atomic.Pointer[chan struct{}] // closed on leader or term change
+	changed atomic.Pointer[chan struct{}] // closed on leader, role, term or conf change
 	log     *slog.Logger
 	commit  func(*badger.Txn) error // commits durably (SyncWrites); tests wrap it
 
@@ -42,6 +42,7 @@ type Node struct {
 	reportC chan report
 	callC   chan *call
 	replyC  chan callReply
+	qcallC  chan *qcall
 
 	stopC     chan struct{}
 	doneC     chan struct{}
@@ -115,6 +116,7 @@ func start(cfg Config, db *badger.DB) (*Node, error) {
 		reportC: make(chan report, 1024),
 		callC:   make(chan *call, 1024),
 		replyC:  make(chan callReply, 4096),
+		qcallC:  make(chan *qcall, 1024),
 		stopC:   make(chan struct{}),
 		doneC:   make(chan struct{}),
 		tmpDir:  tmpSnapDir,
@@ -258,6 +260,10 @@ type Status struct {
 	Voters, Learners                        []uint64
 	// LeadTransferee is the target of a leadership transfer in progress.
 	LeadTransferee uint64
+	// ConfIndex changes whenever the voters may have: it is the index of
+	// the newest conf change applied, or of the applied state as of the
+	// start or of a snapshot installed since.
+	ConfIndex uint64
 }
 
 // Status returns the peer's state as of its last Ready. It does not block.

@@ -2,7 +2,6 @@ package lessor
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -18,6 +17,7 @@ import (
 type Raft interface {
 	Propose(ctx context.Context, data []byte) ([]byte, error)
 	ReadIndex(ctx context.Context) error
+	CallQuorum(ctx context.Context, term uint64, req []byte) (map[uint64][]byte, error)
 	Status() raftnode.Status
 	Changed() <-chan struct{}
 }
@@ -40,12 +40,15 @@ type Lessor struct {
 	raft  Raft
 	kickC chan struct{} // wakes run
 	ckptC chan struct{} // wakes the checkpointer
+	pushC chan struct{} // wakes the pusher
 	stopC chan struct{}
 	wg    sync.WaitGroup
 
-	mu     sync.Mutex
-	leases map[int64]*lease // guarded by mu; the mirror of the lease table
-	p      *primary         // guarded by mu; nil unless this node rules
+	mu      sync.Mutex
+	leases  map[int64]*lease // guarded by mu; the mirror of the lease table
+	loaded  bool             // guarded by mu; Load ran: the mirror is whole
+	confIdx uint64           // guarded by mu; raft's ConfIndex as last seen
+	p       *primary         // guarded by mu; nil unless this node rules
 }
 
 // lease is a lease of the mirror, and its clock while this node rules.
@@ -54,6 +57,10 @@ type lease struct {
 	ttl       time.Duration
 	remaining time.Duration // as last checkpointed; 0 = none
 	ckptAt    time.Time     // when that checkpoint was applied (or loaded) here
+	// promised bounds every expiry acknowledged while this node knew the
+	// lease: the latest a leader pushed here, or ttl from when this node
+	// granted, (re)loaded the lease or saw the voters change.
+	promised time.Time
 
 	// Primary only.
 	expiry   time.Time
@@ -75,6 +82,7 @@ func New(cfg Config) *Lessor {
 		log:    cfg.Logger,
 		kickC:  make(chan struct{}, 1),
 		ckptC:  make(chan struct{}, 1),
+		pushC:  make(chan struct{}, 1),
 		stopC:  make(chan struct{}),
 		leases: map[int64]*lease{},
 	}
@@ -93,19 +101,26 @@ func (l *Lessor) Load(db *badger.DB) error {
 	return l.loadLocked(db)
 }
 
+// loadLocked replaces the mirror with db's lease table. A lease the mirror
+// had keeps what it was promised; the others are promised their ttl from
+// now, which bounds whatever was acknowledged before this node knew them.
 func (l *Lessor) loadLocked(db *badger.DB) error {
 	now := time.Now()
 	m := map[int64]*lease{}
 	err := db.View(func(txn *badger.Txn) error {
 		return fsm.ScanLeases(txn, func(fl fsm.Lease) error {
-			m[fl.ID] = &lease{id: fl.ID, ttl: fl.TTL, remaining: fl.Remaining, ckptAt: now, idx: -1}
+			ls := &lease{id: fl.ID, ttl: fl.TTL, remaining: fl.Remaining, ckptAt: now, promised: now.Add(fl.TTL), idx: -1}
+			if old := l.leases[fl.ID]; old != nil && old.promised.After(ls.promised) {
+				ls.promised = old.promised
+			}
+			m[fl.ID] = ls
 			return nil
 		})
 	})
 	if err != nil {
 		return err
 	}
-	l.leases = m
+	l.leases, l.loaded = m, true
 	return nil
 }
 
@@ -131,7 +146,7 @@ func (l *Lessor) Apply(db *badger.DB, c fsm.LeaseCommit) {
 			if _, ok := l.leases[ch.ID]; ok {
 				continue
 			}
-			ls := &lease{id: ch.ID, ttl: ch.TTL, ckptAt: now, idx: -1}
+			ls := &lease{id: ch.ID, ttl: ch.TTL, ckptAt: now, promised: now.Add(ch.TTL), idx: -1}
 			l.leases[ch.ID] = ls
 			if l.p != nil {
 				ls.expiry, ls.renewed = now.Add(ls.ttl), now
@@ -155,10 +170,13 @@ func (l *Lessor) Apply(db *badger.DB, c fsm.LeaseCommit) {
 
 // Start starts the lessor's goroutines on raft.
 func (l *Lessor) Start(r Raft) {
+	l.mu.Lock()
 	l.raft = r
-	l.wg.Add(2)
+	l.mu.Unlock()
+	l.wg.Add(3)
 	go l.run()
 	go l.checkpointer()
+	go l.pusher()
 }
 
 // Stop stops the lessor and waits for its goroutines. Idempotent; Start
@@ -190,12 +208,13 @@ func (l *Lessor) run() {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	var promoting uint64 // the term a promotion runs for
-	promotedC := make(chan uint64, 1)
+	promotedC := make(chan promotion, 1)
 	for {
 		changed := l.raft.Changed()
 		st := l.raft.Status()
 		leader := st.State == raft.StateLeader
 		l.mu.Lock()
+		l.checkConfLocked(st.ConfIndex)
 		if l.p != nil && (!leader || st.Term != l.p.term) {
 			l.demoteLocked()
 		}
@@ -203,18 +222,18 @@ func (l *Lessor) run() {
 		l.mu.Unlock()
 		if leader && !ruling && promoting != st.Term {
 			promoting = st.Term
-			l.wg.Go(func() { l.awaitApplied(ctx, st.Term, promotedC) })
+			l.wg.Go(func() { l.prepare(ctx, st.Term, promotedC) })
 		}
 		timer.Reset(l.tick())
 		select {
 		case <-changed:
 		case <-l.kickC:
 		case <-timer.C:
-		case term := <-promotedC:
-			if st := l.raft.Status(); st.State == raft.StateLeader && st.Term == term {
-				l.promote(term)
+		case pr := <-promotedC:
+			if st := l.raft.Status(); st.State == raft.StateLeader && st.Term == pr.term {
+				l.promote(pr)
 			}
-			if term == promoting {
+			if pr.term == promoting {
 				promoting = 0
 			}
 		case <-l.stopC:
@@ -228,30 +247,6 @@ func (l *Lessor) run() {
 			case <-timer.C:
 			default:
 			}
-		}
-	}
-}
-
-// awaitApplied waits until the node applied everything committed before
-// term began (a ReadIndex round on the new leader), then reports term on
-// done. It gives up once the node no longer leads in term.
-func (l *Lessor) awaitApplied(ctx context.Context, term uint64, done chan<- uint64) {
-	for {
-		if st := l.raft.Status(); st.State != raft.StateLeader || st.Term != term || ctx.Err() != nil {
-			return
-		}
-		rctx, cancel := context.WithTimeout(ctx, 4*l.cfg.ElectionTimeout)
-		err := l.raft.ReadIndex(rctx)
-		cancel()
-		if err == nil {
-			select {
-			case done <- term:
-			case <-ctx.Done():
-			}
-			return
-		}
-		if errors.Is(err, raftnode.ErrStopped) {
-			return
 		}
 	}
 }
