@@ -93,6 +93,6 @@
 // # Sizes
 //
 // A push carries at most 65536 leases; a promotion asks for the lease table
-// in parts of about 100000 leases (13 bytes each on the wire), so that
-// every message stays far below the transport's frame limit.
+// in parts of about 100000 leases (about 14 bytes each on the wire), so
+// that every message stays far below the transport's frame limit.
 package lessor

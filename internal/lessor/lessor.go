@@ -37,7 +37,7 @@ type Config struct {
 type Lessor struct {
 	cfg   Config
 	log   *slog.Logger
-	raft  Raft
+	raft  Raft          // set by Start, under mu: ServeQuorum may run before
 	kickC chan struct{} // wakes run
 	ckptC chan struct{} // wakes the checkpointer
 	pushC chan struct{} // wakes the pusher
@@ -59,7 +59,7 @@ type lease struct {
 	ckptAt    time.Time     // when that checkpoint was applied (or loaded) here
 	// promised bounds every expiry acknowledged while this node knew the
 	// lease: the latest a leader pushed here, or ttl from when this node
-	// granted, (re)loaded the lease or saw the voters change.
+	// applied its grant, (re)loaded it or saw the voters change.
 	promised time.Time
 
 	// Primary only.
@@ -151,7 +151,7 @@ func (l *Lessor) Apply(db *badger.DB, c fsm.LeaseCommit) {
 			if l.p != nil {
 				ls.expiry, ls.renewed = now.Add(ls.ttl), now
 				l.p.schedule(ls)
-				l.kick()
+				signal(l.kickC)
 			}
 		case fsm.LeaseRemoved:
 			if ls, ok := l.leases[ch.ID]; ok {
@@ -175,8 +175,12 @@ func (l *Lessor) Start(r Raft) {
 	l.mu.Unlock()
 	l.wg.Add(3)
 	go l.run()
-	go l.checkpointer()
-	go l.pusher()
+	// The checkpointer proposes the checkpoints and clears that ticks and
+	// renewals queue, in the order they were decided; the pusher pushes
+	// the renewals ServeLeader queues, so that many keep-alives share one
+	// quorum call.
+	go l.worker(l.ckptC, l.checkpointOnce)
+	go l.worker(l.pushC, l.pushOnce)
 }
 
 // Stop stops the lessor and waits for its goroutines. Idempotent; Start
@@ -193,10 +197,27 @@ func (l *Lessor) Stop() {
 	l.wg.Wait()
 }
 
-func (l *Lessor) kick() {
+// signal wakes whoever waits on ch, without blocking.
+func signal(ch chan struct{}) {
 	select {
-	case l.kickC <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
+	}
+}
+
+// worker runs once each time wake fires, again while it says there may
+// be more, until Stop: the checkpointer and the pusher, each one
+// proposal or call at a time.
+func (l *Lessor) worker(wake <-chan struct{}, once func() bool) {
+	defer l.wg.Done()
+	for {
+		select {
+		case <-wake:
+		case <-l.stopC:
+			return
+		}
+		for once() {
+		}
 	}
 }
 

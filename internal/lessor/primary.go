@@ -146,10 +146,7 @@ func (l *Lessor) tick() time.Duration {
 	}
 	l.mu.Unlock()
 	if ckpt {
-		select {
-		case l.ckptC <- struct{}{}:
-		default:
-		}
+		signal(l.ckptC)
 	}
 	if len(expire) > 0 {
 		l.wg.Go(func() { l.expire(p, expire) })
@@ -173,7 +170,7 @@ func (l *Lessor) expire(p *primary, ids []int64) {
 				ls.expiring = false
 				ls.expiry = time.Now().Add(p.et / 4) // try again shortly
 				p.schedule(ls)
-				l.kick()
+				signal(l.kickC)
 			}
 			l.mu.Unlock()
 			return nil

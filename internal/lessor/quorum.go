@@ -14,7 +14,7 @@ import (
 
 // Sizes of the lessor's quorum calls: a push carries at most maxPush
 // leases, a promotion asks for the lease table in parts of about
-// partLeases (13 bytes each on the wire).
+// partLeases (about 14 bytes each on the wire).
 const (
 	maxPush    = 1 << 16
 	partLeases = 100_000
@@ -165,29 +165,8 @@ type waiter struct {
 	done   bool // answered
 }
 
-func (l *Lessor) wakePusher() {
-	select {
-	case l.pushC <- struct{}{}:
-	default:
-	}
-}
-
-// pusher pushes the renewals that ServeLeader queues to a quorum, one
-// call at a time, so that the renewals of many keep-alives share one.
-func (l *Lessor) pusher() {
-	defer l.wg.Done()
-	for {
-		select {
-		case <-l.pushC:
-		case <-l.stopC:
-			return
-		}
-		for l.pushOnce() {
-		}
-	}
-}
-
-// pushOnce pushes one batch; it tells whether there may be more.
+// pushOnce pushes the renewals of waiting keep-alives, up to maxPush
+// leases, to a quorum; it tells whether there may be more.
 func (l *Lessor) pushOnce() bool {
 	l.mu.Lock()
 	p := l.p

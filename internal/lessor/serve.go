@@ -80,9 +80,9 @@ func (l *Lessor) ServeLeader(_ uint64, req []byte, reply func([]byte)) {
 		p.cwait = append(p.cwait, w)
 	}
 	l.mu.Unlock()
-	l.wakePusher()
+	signal(l.pushC)
 	if clears {
-		l.wakeCheckpointer()
+		signal(l.ckptC)
 	}
 }
 
@@ -115,31 +115,8 @@ func (l *Lessor) ttlLocked(id int64, now time.Time) *wire.LeaseTTL {
 	return &wire.LeaseTTL{Id: id, Ttl: int64(left), GrantedTtl: int64(ls.ttl)}
 }
 
-func (l *Lessor) wakeCheckpointer() {
-	select {
-	case l.ckptC <- struct{}{}:
-	default:
-	}
-}
-
 // maxCheckpoints caps the checkpoints of one command, clears aside.
 const maxCheckpoints = 8192
-
-// checkpointer proposes the checkpoints and clears that ticks and
-// renewals queue, one command at a time, so that they apply in the order
-// they were decided; then it sends the answers that waited for the clears.
-func (l *Lessor) checkpointer() {
-	defer l.wg.Done()
-	for {
-		select {
-		case <-l.ckptC:
-		case <-l.stopC:
-			return
-		}
-		for l.checkpointOnce() {
-		}
-	}
-}
 
 // checkpointOnce proposes one batch; it tells whether there may be more.
 func (l *Lessor) checkpointOnce() bool {
