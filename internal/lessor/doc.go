@@ -26,8 +26,9 @@
 // left when sent: never earlier than the leader's expiry). The keep-alive
 // is answered once a quorum of voters, the leader included, holds it.
 // Followers' concord.Node batches the keep-alives due at the same moment
-// into one call, and the pusher packs all renewals waiting into one push,
-// one push at a time: nothing is written to the log.
+// into one call, and the pusher packs the renewals of a hundredth of the
+// election timeout (10 ms by default) into one push, one push at a time:
+// nothing is written to the log.
 //
 // # Leader changes
 //

@@ -176,11 +176,11 @@ func (l *Lessor) Start(r Raft) {
 	l.wg.Add(3)
 	go l.run()
 	// The checkpointer proposes the checkpoints and clears that ticks and
-	// renewals queue, in the order they were decided; the pusher pushes
-	// the renewals ServeLeader queues, so that many keep-alives share one
-	// quorum call.
-	go l.worker(l.ckptC, l.checkpointOnce)
-	go l.worker(l.pushC, l.pushOnce)
+	// renewals queue, in the order they were decided. The pusher pushes
+	// the renewals ServeLeader queues, pushDelay after the first, so that
+	// the keep-alives of that while share one quorum call.
+	go l.worker(l.ckptC, 0, l.checkpointOnce)
+	go l.worker(l.pushC, l.cfg.ElectionTimeout/pushDelayDiv, l.pushOnce)
 }
 
 // Stop stops the lessor and waits for its goroutines. Idempotent; Start
@@ -205,16 +205,26 @@ func signal(ch chan struct{}) {
 	}
 }
 
-// worker runs once each time wake fires, again while it says there may
-// be more, until Stop: the checkpointer and the pusher, each one
+// worker runs once, delay after wake fires, and again while it says
+// there may be more, until Stop: the checkpointer and the pusher, each one
 // proposal or call at a time.
-func (l *Lessor) worker(wake <-chan struct{}, once func() bool) {
+func (l *Lessor) worker(wake <-chan struct{}, delay time.Duration, once func() bool) {
 	defer l.wg.Done()
+	t := time.NewTimer(time.Hour)
+	t.Stop()
 	for {
 		select {
 		case <-wake:
 		case <-l.stopC:
 			return
+		}
+		if delay > 0 {
+			t.Reset(delay)
+			select {
+			case <-t.C:
+			case <-l.stopC:
+				return
+			}
 		}
 		for once() {
 		}

@@ -14,10 +14,14 @@ import (
 
 // Sizes of the lessor's quorum calls: a push carries at most maxPush
 // leases, a promotion asks for the lease table in parts of about
-// partLeases (about 14 bytes each on the wire).
+// partLeases (about 14 bytes each on the wire). A push waits the election
+// timeout / pushDelayDiv (10 ms by default) after the first renewal it
+// carries, so that concurrent keep-alives share it: it costs a message to
+// and from every voter.
 const (
-	maxPush    = 1 << 16
-	partLeases = 100_000
+	maxPush      = 1 << 16
+	partLeases   = 100_000
+	pushDelayDiv = 100
 )
 
 // ServeQuorum implements raftnode.QuorumService: a push of renewals
