@@ -47,8 +47,10 @@
 // a quorum Q2; the two intersect. raftnode serves a quorum call only while
 // the call's term is the peer's durable term, so a peer in both answered T
 // after it took every push of an earlier term it will ever take: its
-// answer includes the renewal (a peer that restarted or installed a
-// snapshot since promises every lease its TTL from then: later still).
+// answer includes the renewal (a peer that had not applied the lease's
+// grant yet keeps the push aside and answers with it too; one that
+// restarted or installed a snapshot since promises every lease its TTL
+// from then: later still).
 // Quorums of different configurations need not intersect: a peer that sees
 // the voters change promises every lease its TTL from then, so a new leader
 // whose voters changed since a renewal covers it itself, and one whose

@@ -44,11 +44,15 @@ type Lessor struct {
 	stopC chan struct{}
 	wg    sync.WaitGroup
 
-	mu      sync.Mutex
-	leases  map[int64]*lease // guarded by mu; the mirror of the lease table
-	loaded  bool             // guarded by mu; Load ran: the mirror is whole
-	confIdx uint64           // guarded by mu; raft's ConfIndex as last seen
-	p       *primary         // guarded by mu; nil unless this node rules
+	mu     sync.Mutex
+	leases map[int64]*lease // guarded by mu; the mirror of the lease table
+	// unknown holds what pushes promised leases not in the mirror (not yet
+	// granted here, or removed), until the mirror has them or it passes.
+	unknown map[int64]time.Time // guarded by mu
+	pruneAt int                 // guarded by mu; len(unknown) that prunes it
+	loaded  bool                // guarded by mu; Load ran: the mirror is whole
+	confIdx uint64              // guarded by mu; raft's ConfIndex as last seen
+	p       *primary            // guarded by mu; nil unless this node rules
 }
 
 // lease is a lease of the mirror, and its clock while this node rules.
@@ -78,13 +82,15 @@ func New(cfg Config) *Lessor {
 		cfg.ElectionTimeout = time.Second
 	}
 	l := &Lessor{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		kickC:  make(chan struct{}, 1),
-		ckptC:  make(chan struct{}, 1),
-		pushC:  make(chan struct{}, 1),
-		stopC:  make(chan struct{}),
-		leases: map[int64]*lease{},
+		cfg:     cfg,
+		log:     cfg.Logger,
+		kickC:   make(chan struct{}, 1),
+		ckptC:   make(chan struct{}, 1),
+		pushC:   make(chan struct{}, 1),
+		stopC:   make(chan struct{}),
+		leases:  map[int64]*lease{},
+		unknown: map[int64]time.Time{},
+		pruneAt: minPrune,
 	}
 	if l.log == nil {
 		l.log = slog.New(slog.DiscardHandler)
@@ -109,7 +115,8 @@ func (l *Lessor) loadLocked(db *badger.DB) error {
 	m := map[int64]*lease{}
 	err := db.View(func(txn *badger.Txn) error {
 		return fsm.ScanLeases(txn, func(fl fsm.Lease) error {
-			ls := &lease{id: fl.ID, ttl: fl.TTL, remaining: fl.Remaining, ckptAt: now, promised: now.Add(fl.TTL), idx: -1}
+			ls := &lease{id: fl.ID, ttl: fl.TTL, remaining: fl.Remaining, ckptAt: now, idx: -1}
+			ls.promised = l.takePromised(fl.ID, now.Add(fl.TTL))
 			if old := l.leases[fl.ID]; old != nil && old.promised.After(ls.promised) {
 				ls.promised = old.promised
 			}
@@ -146,7 +153,7 @@ func (l *Lessor) Apply(db *badger.DB, c fsm.LeaseCommit) {
 			if _, ok := l.leases[ch.ID]; ok {
 				continue
 			}
-			ls := &lease{id: ch.ID, ttl: ch.TTL, ckptAt: now, promised: now.Add(ch.TTL), idx: -1}
+			ls := &lease{id: ch.ID, ttl: ch.TTL, ckptAt: now, promised: l.takePromised(ch.ID, now.Add(ch.TTL)), idx: -1}
 			l.leases[ch.ID] = ls
 			if l.p != nil {
 				ls.expiry, ls.renewed = now.Add(ls.ttl), now
@@ -154,6 +161,7 @@ func (l *Lessor) Apply(db *badger.DB, c fsm.LeaseCommit) {
 				signal(l.kickC)
 			}
 		case fsm.LeaseRemoved:
+			delete(l.unknown, ch.ID)
 			if ls, ok := l.leases[ch.ID]; ok {
 				delete(l.leases, ch.ID)
 				if l.p != nil {

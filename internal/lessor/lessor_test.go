@@ -303,3 +303,54 @@ func TestVoterChangePromisesTTL(t *testing.T) {
 	waitFor(t, "the lease to expire", func() bool { return !exists(t, c.Node(next), 13) })
 	t.Logf("gone %v after its grant, %v after the voters changed", time.Since(granted), time.Since(removed))
 }
+
+// TestPushOfUnknownLease: a peer that takes a push for a lease it has not
+// applied the grant of yet (a lagging follower can be in the pushing
+// leader's quorum) keeps it, answers a new leader's query with it, and
+// keeps it once the grant applies: a quorum that acknowledged a renewal
+// never forgets it.
+func TestPushOfUnknownLease(t *testing.T) {
+	db, err := badger.Open(badger.DefaultOptions("").WithInMemory(true).WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	l := lessor.New(lessor.Config{ElectionTimeout: et})
+	if err := l.Load(db); err != nil {
+		t.Fatal(err)
+	}
+	serve := func(m *wire.LeaseSync) *wire.LeaseSync {
+		t.Helper()
+		req, _ := proto.Marshal(m)
+		resp, ok := l.ServeQuorum(1, 2, req)
+		if !ok {
+			t.Fatal("refused")
+		}
+		var ans wire.LeaseSync
+		if err := proto.Unmarshal(resp, &ans); err != nil {
+			t.Fatal(err)
+		}
+		return &ans
+	}
+	left := func() time.Duration {
+		t.Helper()
+		ans := serve(&wire.LeaseSync{Query: true, Parts: 1})
+		if len(ans.GetIds()) != 1 || ans.GetIds()[0] != 21 {
+			t.Fatalf("query answered %v, want lease 21", ans)
+		}
+		return time.Duration(ans.GetLeft()[0])
+	}
+	const pushed = time.Hour
+	serve(&wire.LeaseSync{Ids: []int64{21}, Left: []int64{int64(pushed)}})
+	if got := left(); got <= pushed-time.Second || got > pushed {
+		t.Fatalf("before its grant: %v left, want about %v", got, pushed)
+	}
+	l.Apply(db, fsm.LeaseCommit{Changes: []fsm.LeaseChange{{Kind: fsm.LeaseGranted, ID: 21, TTL: time.Second}}})
+	if got := left(); got <= pushed-time.Second {
+		t.Fatalf("after its grant: %v left, want about %v", got, pushed)
+	}
+	l.Apply(db, fsm.LeaseCommit{Changes: []fsm.LeaseChange{{Kind: fsm.LeaseRemoved, ID: 21}}})
+	if ans := serve(&wire.LeaseSync{Query: true, Parts: 1}); len(ans.GetIds()) != 0 {
+		t.Fatalf("after its removal: %v", ans)
+	}
+}

@@ -22,14 +22,16 @@ const (
 	maxPush      = 1 << 16
 	partLeases   = 100_000
 	pushDelayDiv = 100
+	minPrune     = 1024 // unknown is pruned once it holds this many, or twice what it kept
 )
 
 // ServeQuorum implements raftnode.QuorumService: a push of renewals
 // raises what the leases were promised; a query from a new leader is
-// answered with what they were promised. raftnode serves a call only in
-// its leader's term, as this node's durable term, so every push this node
-// ever takes from a leader comes before its answer to any later leader.
-// It refuses until Load has filled the mirror.
+// answered with what they were promised, leases this node does not know
+// yet included. raftnode serves a call only in its leader's term, as this
+// node's durable term, so every push this node ever takes from a leader
+// comes before its answer to any later leader. It refuses until Load has
+// filled the mirror.
 func (l *Lessor) ServeQuorum(_, _ uint64, req []byte) ([]byte, bool) {
 	var m wire.LeaseSync
 	if proto.Unmarshal(req, &m) != nil || len(m.GetIds()) != len(m.GetLeft()) {
@@ -45,29 +47,53 @@ func (l *Lessor) ServeQuorum(_, _ uint64, req []byte) ([]byte, bool) {
 	}
 	now := time.Now()
 	if !m.GetQuery() {
-		// A lease this node does not know yet is left out: when it learns
-		// of it, it promises the lease its ttl from then, later than this.
 		for i, id := range m.GetIds() {
+			t := now.Add(time.Duration(m.GetLeft()[i]))
 			if ls := l.leases[id]; ls != nil {
-				if t := now.Add(time.Duration(m.GetLeft()[i])); t.After(ls.promised) {
+				if t.After(ls.promised) {
 					ls.promised = t
 				}
+			} else if t.After(l.unknown[id]) {
+				l.unknown[id] = t
 			}
+		}
+		if len(l.unknown) >= l.pruneAt {
+			for id, t := range l.unknown {
+				if !t.After(now) {
+					delete(l.unknown, id)
+				}
+			}
+			l.pruneAt = max(minPrune, 2*len(l.unknown))
 		}
 		return nil, true
 	}
 	parts, part := uint64(max(m.GetParts(), 1)), uint64(m.GetPart())
 	ans := &wire.LeaseSync{}
-	for id, ls := range l.leases {
-		if uint64(id)%parts != part {
-			continue
-		}
-		if left := ls.promised.Sub(now); left > 0 {
+	add := func(id int64, promised time.Time) {
+		if left := promised.Sub(now); left > 0 && uint64(id)%parts == part {
 			ans.Ids = append(ans.Ids, id)
 			ans.Left = append(ans.Left, int64(left))
 		}
 	}
+	for id, ls := range l.leases {
+		add(id, ls.promised)
+	}
+	for id, t := range l.unknown {
+		add(id, t)
+	}
 	return mustMarshal(ans), true
+}
+
+// takePromised returns the later of t and what pushes promised lease id
+// while the mirror did not have it, and forgets the latter.
+func (l *Lessor) takePromised(id int64, t time.Time) time.Time {
+	if u, ok := l.unknown[id]; ok {
+		delete(l.unknown, id)
+		if u.After(t) {
+			return u
+		}
+	}
+	return t
 }
 
 // checkConfLocked promises every lease its ttl from now if the voters may
