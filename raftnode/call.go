@@ -74,22 +74,7 @@ func (n *Node) CallLeader(ctx context.Context, req []byte) ([]byte, error) {
 		return nil, ErrNoLeaderService
 	}
 	c := &call{seq: n.seq.Add(1), req: req, resC: make(chan []byte, 1)}
-	select {
-	case n.callC <- c:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-n.doneC:
-		return nil, n.stoppedErr()
-	}
-	select {
-	case r := <-c.resC:
-		return r, nil
-	case <-ctx.Done():
-		c.canceled.Store(true)
-		return nil, ctx.Err()
-	case <-n.doneC:
-		return nil, n.stoppedErr()
-	}
+	return submit(ctx, n, n.callC, c, c.resC, &c.canceled)
 }
 
 // Changed returns a channel closed at the next change of the leader, of

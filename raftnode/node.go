@@ -253,6 +253,28 @@ func (n *Node) do(ctx context.Context, f func(*loop)) error {
 	}
 }
 
+// submit hands x to the loop on ch and waits for its result on resC. If
+// ctx ends first it marks x canceled, for the loop to drop it.
+func submit[T, R any](ctx context.Context, n *Node, ch chan<- T, x T, resC <-chan R, canceled *atomic.Bool) (R, error) {
+	var zero R
+	select {
+	case ch <- x:
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	case <-n.doneC:
+		return zero, n.stoppedErr()
+	}
+	select {
+	case r := <-resC:
+		return r, nil
+	case <-ctx.Done():
+		canceled.Store(true)
+		return zero, ctx.Err()
+	case <-n.doneC:
+		return zero, n.stoppedErr()
+	}
+}
+
 // Status describes the peer as of its last Ready.
 type Status struct {
 	ID, Term, Vote, Commit, Applied, Leader uint64

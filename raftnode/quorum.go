@@ -51,22 +51,11 @@ type qresult struct {
 // is written to the log.
 func (n *Node) CallQuorum(ctx context.Context, term uint64, req []byte) (map[uint64][]byte, error) {
 	q := &qcall{seq: n.seq.Add(1), term: term, req: req, resC: make(chan qresult, 1), answers: map[uint64][]byte{}}
-	select {
-	case n.qcallC <- q:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-n.doneC:
-		return nil, n.stoppedErr()
+	r, err := submit(ctx, n, n.qcallC, q, q.resC, &q.canceled)
+	if err != nil {
+		return nil, err
 	}
-	select {
-	case r := <-q.resC:
-		return r.answers, r.err
-	case <-ctx.Done():
-		q.canceled.Store(true)
-		return nil, ctx.Err()
-	case <-n.doneC:
-		return nil, n.stoppedErr()
-	}
+	return r.answers, r.err
 }
 
 // leadsIn tells whether this peer leads in term, with term durable.

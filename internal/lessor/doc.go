@@ -61,13 +61,14 @@
 // acknowledged renewal too (below). The added election timeout covers the
 // rest: peers apply a grant at slightly different times.
 //
-// Why this does not renew: the quorum's latest promise is the last
-// acknowledged renewal's expiry plus the delay of the push that carried it
-// and of the answer. So after a leader change a lease lives at most its
-// remaining time as of its last keep-alive plus the election timeout, plus
-// that slack (one-way message delays, resends under message loss) and the
-// commit of its expiry; or, if no leader ruled for longer than it had
-// left, the election timeout after the new leader rules. Exceptions, all
+// Why this does not renew: the quorum's latest promise is the expiry of
+// the last renewal that reached the old leader (acknowledged or not) plus
+// the delay of the push that carried it and of the answer. So after a
+// leader change a lease lives at most its remaining time as of its last
+// keep-alive plus the election timeout, plus that slack (one-way message
+// delays, and resends under message loss) and the commit of its expiry;
+// or, if no leader ruled for longer than it had left, the election timeout
+// after the new leader rules. Exceptions, all
 // towards a longer life: within a TTL after a peer restarted or installed a
 // snapshot, or after the voters changed, a lease may get its TTL from that
 // moment.
