@@ -36,8 +36,8 @@
 //
 //	  Leases: Grant / Revoke are commands like writes; the leader's
 //	  internal/lessor keeps the clock: KeepAlive --CallLeader--> lessor
-//	  (in memory, no log entry); when a lease is due the lessor proposes
-//	  its expiry, applied like a Revoke.
+//	  (in memory, pushed to a quorum with CallQuorum, no log entry); when
+//	  a lease is due the lessor proposes its expiry, applied like a Revoke.
 //
 // Writes go through raft (package raftnode; messages over package
 // transport: TCP with optional mTLS, in memory for a node without
@@ -115,17 +115,17 @@
 //
 // Only the leader's clock decides expiry, and the expiry is a command in
 // the raft log like any write. Keep-alives work from any node: a follower
-// forwards them to the leader outside the log, batched, and the leader
-// renews in memory, so leases kept alive cost no raft entry. The leader
-// checkpoints the remaining time of leases that miss a renewal, so that
-// after a leader change a lease lives what it had left plus at most the
-// election timeout: it neither expires early nor gets its whole TTL back
-// (etcd#9888). A lease whose keep-alives stopped less than TTL/3 before
-// the leader died has no checkpoint yet: the new leader may give it up to
-// TTL/3 plus the failover time plus two election timeouts more than its
-// last keep-alive promised (see internal/lessor). The shortest TTL is the election timeout
-// (1 s by default, 100 ms with DefaultLocalConfig); a TTL under it, a TTL
-// <= 0 or an unknown lease is refused with a clear error.
+// forwards them to the leader outside the log, batched; the leader renews
+// in memory and answers once a quorum of members holds the renewal, also
+// outside the log, so leases kept alive cost no raft entry. A new leader
+// asks a quorum what each lease was promised: after a leader change a
+// lease lives what it had left as of its last keep-alive plus at most the
+// election timeout (and a few message delays): it neither expires early
+// nor gets its whole TTL back (etcd#9888). Within a TTL after a member
+// restarted or the members changed, a lease may get its TTL from that
+// moment instead (see internal/lessor). The shortest TTL is the election
+// timeout (1 s by default, 100 ms with DefaultLocalConfig); a TTL under
+// it, a TTL <= 0 or an unknown lease is refused with a clear error.
 //
 // A [Session] is a lease kept alive for as long as its holder lives,
 // etcd's concurrency.Session:

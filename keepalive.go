@@ -71,8 +71,9 @@ func (n *Node) keepAliveLoop(ctx context.Context, id LeaseID, ttl time.Duration,
 		case <-gone:
 			return
 		case <-changed:
-			// A new leader gives leases at least an election timeout: renew
-			// within it, so that none runs on a checkpoint's remains.
+			// A new leader gives leases what they had left plus at least an
+			// election timeout: renew within it, so that a renewal the old
+			// leader lost costs nothing.
 			if l := n.rn.Status().Leader; l == 0 || l == leader {
 				continue
 			}

@@ -128,9 +128,10 @@ func (n *Node) revoke(ctx context.Context, id LeaseID) error {
 
 // KeepAliveOnce renews lease id once: it has its whole TTL again from now.
 // An unknown or expired lease gets ErrLeaseNotFound. It works on any node:
-// a follower asks the leader, and no raft entry is written (except when the
-// lease had missed its renewals long enough to be checkpointed: then one
-// entry clears that first).
+// a follower asks the leader, which answers once a quorum of members holds
+// the renewal, so that a new leader keeps it too. No raft entry is written
+// (except when the lease had missed its renewals long enough to be
+// checkpointed: then one entry clears that first).
 func (n *Node) KeepAliveOnce(ctx context.Context, id LeaseID) (*LeaseKeepAliveResponse, error) {
 	resp, err := n.keepAliveOnce(ctx, id)
 	if err != nil {

@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/concordkv/concord"
+	"github.com/concordkv/concord/concordtest"
 )
 
 // localET is the election timeout of DefaultLocalConfig.
@@ -259,25 +262,39 @@ func TestLeaseSurvivesLeaderClose(t *testing.T) {
 	}
 }
 
-// TestLeaseGoneAfterKeepAlivesStop: once keep-alives stop, the lease goes
-// no earlier than what it had left and within that plus the election
-// timeout plus 1 s, with or without a leader change.
+// TestLeaseGoneAfterKeepAlivesStop: once keep-alives from a follower
+// stop, the lease goes no earlier than what it had left and within that
+// plus the election timeout plus 1 s, with or without a leader change. In
+// the 10 s case they stop two seconds after a renewal and the leader is
+// closed right after: the new leader carries over what the lease had
+// left, it does not give it a whole TTL again (etcd#9888).
 func TestLeaseGoneAfterKeepAlivesStop(t *testing.T) {
-	for _, change := range []bool{false, true} {
-		t.Run(fmt.Sprintf("leaderChange=%v", change), func(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		ttl      time.Duration
+		renewals int           // answers awaited before keep-alives stop
+		idle     time.Duration // then the time they go on without renewing
+		change   bool          // the leader is closed when they stop
+	}{
+		{"1s", time.Second, 4, 0, false},
+		{"1s/leaderClosed", time.Second, 4, 0, true},
+		{"10s/leaderClosed", 10 * time.Second, 1, 2 * time.Second, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			c := newCluster(t, 3)
 			lead := c.leader()
 			fi := (lead + 1) % 3
-			if change {
+			if tc.change {
 				fi = (lead + 2) % 3 // survives, while the other follower keeps alive
 			}
 			f := c.nodes[fi]
 			ka := c.nodes[(lead+1)%3]
-			const ttl = time.Second
-			id, ch, cancel := keptAlive(t, f, ka, ttl)
-			for range 4 {
+			id, ch, cancel := keptAlive(t, f, ka, tc.ttl)
+			for range tc.renewals {
 				<-ch
 			}
+			lastKA := time.Now()
+			time.Sleep(tc.idle) // under TTL/3: no renewal meanwhile
 			cancel()
 			for range ch {
 			}
@@ -286,15 +303,16 @@ func TestLeaseGoneAfterKeepAlivesStop(t *testing.T) {
 				t.Fatal(err)
 			}
 			stopped, left := time.Now(), st.TTL
-			if change {
+			if tc.change {
 				c.close(lead)
 			}
-			at := gone(t, f, left+localET+2*time.Second, "held")
-			if d := at.Sub(stopped); d < left-50*time.Millisecond || d > left+localET+time.Second {
+			at := gone(t, f, left+localET+3*time.Second, "held")
+			d := at.Sub(stopped)
+			t.Logf("gone %v after keep-alives stopped with %v left, %v after the last keep-alive's answer",
+				d, left, at.Sub(lastKA))
+			if d < left-50*time.Millisecond || d > left+localET+time.Second {
 				t.Fatalf("gone %v after keep-alives stopped with %v left, want within [%v, %v]",
 					d, left, left, left+localET+time.Second)
-			} else {
-				t.Logf("gone %v after keep-alives stopped with %v left", d, left)
 			}
 		})
 	}
@@ -337,5 +355,97 @@ func TestPutWithTTL(t *testing.T) {
 	at := gone(t, n, 2*ttl, "t")
 	if d := at.Sub(again); d < ttl || d > ttl+time.Second {
 		t.Fatalf("re-put key gone %v after its last put, want within [%v, %v]", d, ttl, ttl+time.Second)
+	}
+}
+
+// TestKeepAlivesWriteNoEntries: 60 leases kept alive from all three nodes,
+// the leader included, cost no raft entry at steady state: renewals live
+// in the leader's memory and reach a quorum outside the log. The election
+// timeout is 500 ms here, so that only a renewal half a second late on a
+// loaded machine would be checkpointed (two entries).
+func TestKeepAlivesWriteNoEntries(t *testing.T) {
+	c := concordtest.NewCluster(t, 3, concordtest.Configure(func(_ int, cfg *concord.Config) {
+		cfg.ElectionTicks = 50
+	}))
+	const ttl = 3 * time.Second
+	var kas atomic.Int64
+	var wg sync.WaitGroup
+	defer wg.Wait() // after cancel: the channels close
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	for i := range 60 {
+		n := c.Node(i % 3)
+		id := grant(t, n, ttl)
+		ch, err := n.KeepAlive(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			for range ch {
+				kas.Add(1)
+			}
+		})
+	}
+	time.Sleep(ttl / 2) // settle: every lease renewed once more
+	lead, err := c.WaitLeader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	commit, ka, start := c.Node(lead).Status().CommitIndex, kas.Load(), time.Now()
+	time.Sleep(ttl)
+	d := time.Since(start).Seconds()
+	entries := c.Node(lead).Status().CommitIndex - commit
+	t.Logf("steady state: %.2f raft entries/s, %.0f keep-alives/s", float64(entries)/d, float64(kas.Load()-ka)/d)
+	if got := kas.Load() - ka; got < 100 {
+		t.Fatalf("%d keep-alives in %v, want about 180", got, ttl)
+	}
+	if entries > 2 {
+		t.Fatalf("keep-alives wrote %d raft entries in %v", entries, ttl)
+	}
+}
+
+// failoverSlack is what a leader change may add to a lease beyond its
+// remaining TTL and the election timeout, here: the messages that carried
+// its last renewal and the new leader's question, on loopback.
+const failoverSlack = 100 * time.Millisecond
+
+// TestLeaderChangeDoesNotRenew: a 10 s lease renewed by KeepAliveOnce
+// from a follower is not renewed by a leader change: right after the
+// leader is closed, TimeToLive reports at most what it had left since the
+// renewal plus the election timeout, and at least what it had left.
+func TestLeaderChangeDoesNotRenew(t *testing.T) {
+	c := newCluster(t, 3)
+	lead := c.leader()
+	f := c.nodes[(lead+1)%3]
+	const ttl = 10 * time.Second
+	id := grant(t, c.nodes[lead], ttl)
+	var sent, answered time.Time
+	for range 2 { // renewed actively, then left alone
+		sent = time.Now()
+		if _, err := f.KeepAliveOnce(testCtx(t), id); err != nil {
+			t.Fatal(err)
+		}
+		answered = time.Now()
+		time.Sleep(ttl / 8)
+	}
+	time.Sleep(2 * time.Second)
+	c.close(lead)
+	asked := time.Now()
+	st, err := f.TimeToLive(testCtx(t), id, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := time.Now()
+	// The renewal happened between sent and answered; TimeToLive's answer
+	// between asked and got.
+	lo, hi := sent.Add(ttl).Sub(got), answered.Add(ttl+localET+failoverSlack).Sub(asked)
+	t.Logf("TimeToLive %v after the leader change (%v after the renewal), want within [%v, %v]",
+		st.TTL, got.Sub(answered), lo, hi)
+	if st.TTL < lo || st.TTL > hi {
+		t.Fatalf("TimeToLive %v after the leader change, want within [%v, %v]: a leader change must neither shorten nor renew a lease", st.TTL, lo, hi)
+	}
+	// Still alive and renewable under the new leader.
+	if r, err := f.KeepAliveOnce(testCtx(t), id); err != nil || r.TTL != ttl {
+		t.Fatalf("KeepAliveOnce after the leader change: %+v %v", r, err)
 	}
 }

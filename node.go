@@ -149,6 +149,7 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 		Transport:              tr,
 		Applier:                f,
 		LeaderService:          ls,
+		QuorumService:          ls,
 		Logger:                 log,
 		TickInterval:           c.TickInterval,
 		ElectionTicks:          c.ElectionTicks,

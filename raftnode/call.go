@@ -43,6 +43,9 @@ const (
 	callRequest   = 1
 	callAnswer    = 2
 	callNotLeader = 3
+
+	callQuorumRequest = 4
+	callQuorumAnswer  = 5
 )
 
 // call is one CallLeader awaiting its answer.
@@ -71,26 +74,11 @@ func (n *Node) CallLeader(ctx context.Context, req []byte) ([]byte, error) {
 		return nil, ErrNoLeaderService
 	}
 	c := &call{seq: n.seq.Add(1), req: req, resC: make(chan []byte, 1)}
-	select {
-	case n.callC <- c:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-n.doneC:
-		return nil, n.stoppedErr()
-	}
-	select {
-	case r := <-c.resC:
-		return r, nil
-	case <-ctx.Done():
-		c.canceled.Store(true)
-		return nil, ctx.Err()
-	case <-n.doneC:
-		return nil, n.stoppedErr()
-	}
+	return submit(ctx, n, n.callC, c, c.resC, &c.canceled)
 }
 
 // Changed returns a channel closed at the next change of the leader, of
-// this peer's role or of the term; read Status then.
+// this peer's role, of the term or of Status.ConfIndex; read Status then.
 func (n *Node) Changed() <-chan struct{} { return n.changedC() }
 
 // reply returns the reply function for a call served here.
@@ -189,6 +177,10 @@ func (l *loop) onPeerCall(m *pb.Message) {
 		if pc.GetOrigin() == n.origin {
 			l.deliverCall(pc.GetSeq(), pc.GetData())
 		}
+	case callQuorumRequest:
+		l.onQuorumRequest(from, &pc)
+	case callQuorumAnswer:
+		l.onQuorumAnswer(from, &pc)
 	case callNotLeader:
 		// Sent again once a leader is known that is not the sender, or
 		// after the retry period.

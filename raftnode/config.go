@@ -44,6 +44,9 @@ type Config struct {
 	// LeaderService, if set, serves CallLeader calls while this peer
 	// leads. Optional: without it CallLeader returns ErrNoLeaderService.
 	LeaderService LeaderService
+	// QuorumService, if set, serves the leader's CallQuorum calls on this
+	// peer. Optional: without it this peer answers none.
+	QuorumService QuorumService
 	// Logger receives raft's and badger's logs; nil discards them.
 	Logger *slog.Logger
 

@@ -8,6 +8,7 @@
 //	ReadIndex    -> readC --+                  |
 //	conf changes -> funcC --+--> loop (one goroutine owns raft.RawNode)
 //	CallLeader   -> callC --+
+//	CallQuorum   -> qcallC -+
 //	Transport    -> recvC --+       | Ready:
 //	                                | 1. install a received snapshot (spooled file)
 //	                                | 2. persist Entries + HardState and
@@ -72,6 +73,15 @@
 // faults carry it like raft's own traffic; the leader serves it on the raft
 // goroutine and sends the answer back. Unanswered calls are sent again on
 // a leader change and after an election timeout.
+//
+// # Quorum calls
+//
+// [Node.CallQuorum] is the other direction: the leader asks every voter's
+// [QuorumService] (its own included) and returns once a quorum of voters
+// answered, outside the log too (concord pushes lease renewals this way,
+// and a new leader asks what they were). A peer serves a call only while
+// the call's term is its durable term, so a peer that answered a leader of
+// term T never again serves an earlier term's call, across restarts.
 //
 // # Membership
 //

@@ -29,6 +29,7 @@ type loop struct {
 	pending  map[uint64]*proposal // by seq: proposed, result not yet delivered
 	toSend   []*proposal          // to (re)propose once a leader is known
 	calls    map[uint64]*call     // by seq: CallLeader calls not yet answered
+	qcalls   map[uint64]*qcall    // by seq: CallQuorum calls not yet settled
 	callsDue bool                 // some calls are to be sent
 	reads    readState
 	dedup    dedupTable
@@ -48,6 +49,7 @@ func newLoop(n *Node) (*loop, error) {
 		st:       n.st,
 		pending:  map[uint64]*proposal{},
 		calls:    map[uint64]*call{},
+		qcalls:   map[uint64]*qcall{},
 		spools:   map[uint64]string{},
 		changedC: make(chan struct{}),
 	}
@@ -215,6 +217,8 @@ func (l *loop) run() {
 			l.addCall(c)
 		case r := <-n.replyC:
 			l.onReply(r)
+		case q := <-n.qcallC:
+			l.addQuorumCall(q)
 		case r := <-n.reportC:
 			if r.snapshot {
 				st := raft.SnapshotFinish
@@ -259,6 +263,7 @@ func (l *loop) onTick() {
 	}
 	l.reads.expire(l.tick, retry)
 	l.tickCalls()
+	l.tickQuorumCalls()
 }
 
 // onLeaderChange resends what the old leader may have dropped.
@@ -297,6 +302,7 @@ func (l *loop) handleReady() error {
 		l.lead, l.state = ss.Lead, ss.RaftState
 	}
 	changed = changed || (rd.HardState != nil && rd.HardState.GetTerm() != l.n.Status().Term)
+	confIdx := l.confIdx
 	// The leader may send its appends while it writes them itself (raft
 	// thesis 10.2.1): its own vote counts only once they are durable,
 	// because entries are applied below only after this Ready is persisted.
@@ -347,7 +353,8 @@ func (l *loop) handleReady() error {
 		return fmt.Errorf("raftnode: compact: %w", err)
 	}
 	l.publishStatus()
-	if changed {
+	if changed || l.confIdx != confIdx {
+		l.dropQuorumCalls()
 		l.notifyChanged()
 	}
 	return nil
@@ -377,7 +384,7 @@ func (l *loop) publishStatus() {
 		ID: bs.ID, Term: bs.HardState.GetTerm(), Vote: bs.HardState.GetVote(), Commit: bs.HardState.GetCommit(),
 		Applied: l.n.applied.Load(), Leader: bs.Lead, State: bs.RaftState,
 		Voters: slices.Clone(cs.GetVoters()), Learners: slices.Clone(cs.GetLearners()),
-		LeadTransferee: bs.LeadTransferee,
+		LeadTransferee: bs.LeadTransferee, ConfIndex: l.confIdx,
 	}
 	l.n.status.Store(s)
 }

@@ -31,7 +31,7 @@ type Node struct {
 	seq     atomic.Uint64 // last proposal sequence number
 	applied atomic.Uint64
 	status  atomic.Pointer[Status]
-	changed atomic.Pointer[chan struct{}] // closed on leader or term change
+	changed atomic.Pointer[chan struct{}] // closed on leader, role, term or conf change
 	log     *slog.Logger
 	commit  func(*badger.Txn) error // commits durably (SyncWrites); tests wrap it
 
@@ -42,6 +42,7 @@ type Node struct {
 	reportC chan report
 	callC   chan *call
 	replyC  chan callReply
+	qcallC  chan *qcall
 
 	stopC     chan struct{}
 	doneC     chan struct{}
@@ -115,6 +116,7 @@ func start(cfg Config, db *badger.DB) (*Node, error) {
 		reportC: make(chan report, 1024),
 		callC:   make(chan *call, 1024),
 		replyC:  make(chan callReply, 4096),
+		qcallC:  make(chan *qcall, 1024),
 		stopC:   make(chan struct{}),
 		doneC:   make(chan struct{}),
 		tmpDir:  tmpSnapDir,
@@ -251,6 +253,28 @@ func (n *Node) do(ctx context.Context, f func(*loop)) error {
 	}
 }
 
+// submit hands x to the loop on ch and waits for its result on resC. If
+// ctx ends first it marks x canceled, for the loop to drop it.
+func submit[T, R any](ctx context.Context, n *Node, ch chan<- T, x T, resC <-chan R, canceled *atomic.Bool) (R, error) {
+	var zero R
+	select {
+	case ch <- x:
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	case <-n.doneC:
+		return zero, n.stoppedErr()
+	}
+	select {
+	case r := <-resC:
+		return r, nil
+	case <-ctx.Done():
+		canceled.Store(true)
+		return zero, ctx.Err()
+	case <-n.doneC:
+		return zero, n.stoppedErr()
+	}
+}
+
 // Status describes the peer as of its last Ready.
 type Status struct {
 	ID, Term, Vote, Commit, Applied, Leader uint64
@@ -258,6 +282,10 @@ type Status struct {
 	Voters, Learners                        []uint64
 	// LeadTransferee is the target of a leadership transfer in progress.
 	LeadTransferee uint64
+	// ConfIndex changes whenever the voters may have: it is the index of
+	// the newest conf change applied, or of the applied state as of the
+	// start or of a snapshot installed since.
+	ConfIndex uint64
 }
 
 // Status returns the peer's state as of its last Ready. It does not block.

@@ -45,22 +45,11 @@ func (n *Node) Propose(ctx context.Context, data []byte) ([]byte, error) {
 }
 
 func (n *Node) propose(ctx context.Context, p *proposal) ([]byte, error) {
-	select {
-	case n.propC <- p:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-n.doneC:
-		return nil, n.stoppedErr()
+	r, err := submit(ctx, n, n.propC, p, p.resC, &p.canceled)
+	if err != nil {
+		return nil, err
 	}
-	select {
-	case r := <-p.resC:
-		return r.data, r.err
-	case <-ctx.Done():
-		p.canceled.Store(true)
-		return nil, ctx.Err()
-	case <-n.doneC:
-		return nil, n.stoppedErr()
-	}
+	return r.data, r.err
 }
 
 func (l *loop) addProposal(p *proposal) {

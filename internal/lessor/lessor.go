@@ -2,7 +2,6 @@ package lessor
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -18,6 +17,7 @@ import (
 type Raft interface {
 	Propose(ctx context.Context, data []byte) ([]byte, error)
 	ReadIndex(ctx context.Context) error
+	CallQuorum(ctx context.Context, term uint64, req []byte) (map[uint64][]byte, error)
 	Status() raftnode.Status
 	Changed() <-chan struct{}
 }
@@ -37,15 +37,22 @@ type Config struct {
 type Lessor struct {
 	cfg   Config
 	log   *slog.Logger
-	raft  Raft
+	raft  Raft          // set by Start, under mu: ServeQuorum may run before
 	kickC chan struct{} // wakes run
 	ckptC chan struct{} // wakes the checkpointer
+	pushC chan struct{} // wakes the pusher
 	stopC chan struct{}
 	wg    sync.WaitGroup
 
 	mu     sync.Mutex
 	leases map[int64]*lease // guarded by mu; the mirror of the lease table
-	p      *primary         // guarded by mu; nil unless this node rules
+	// unknown holds what pushes promised leases not in the mirror (not yet
+	// granted here, or removed), until the mirror has them or it passes.
+	unknown map[int64]time.Time // guarded by mu
+	pruneAt int                 // guarded by mu; len(unknown) that prunes it
+	loaded  bool                // guarded by mu; Load ran: the mirror is whole
+	confIdx uint64              // guarded by mu; raft's ConfIndex as last seen
+	p       *primary            // guarded by mu; nil unless this node rules
 }
 
 // lease is a lease of the mirror, and its clock while this node rules.
@@ -54,6 +61,10 @@ type lease struct {
 	ttl       time.Duration
 	remaining time.Duration // as last checkpointed; 0 = none
 	ckptAt    time.Time     // when that checkpoint was applied (or loaded) here
+	// promised bounds every expiry acknowledged while this node knew the
+	// lease: the latest a leader pushed here, or ttl from when this node
+	// applied its grant, (re)loaded it or saw the voters change.
+	promised time.Time
 
 	// Primary only.
 	expiry   time.Time
@@ -71,12 +82,15 @@ func New(cfg Config) *Lessor {
 		cfg.ElectionTimeout = time.Second
 	}
 	l := &Lessor{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		kickC:  make(chan struct{}, 1),
-		ckptC:  make(chan struct{}, 1),
-		stopC:  make(chan struct{}),
-		leases: map[int64]*lease{},
+		cfg:     cfg,
+		log:     cfg.Logger,
+		kickC:   make(chan struct{}, 1),
+		ckptC:   make(chan struct{}, 1),
+		pushC:   make(chan struct{}, 1),
+		stopC:   make(chan struct{}),
+		leases:  map[int64]*lease{},
+		unknown: map[int64]time.Time{},
+		pruneAt: minPrune,
 	}
 	if l.log == nil {
 		l.log = slog.New(slog.DiscardHandler)
@@ -93,19 +107,27 @@ func (l *Lessor) Load(db *badger.DB) error {
 	return l.loadLocked(db)
 }
 
+// loadLocked replaces the mirror with db's lease table. A lease the mirror
+// had keeps what it was promised; the others are promised their ttl from
+// now, which bounds whatever was acknowledged before this node knew them.
 func (l *Lessor) loadLocked(db *badger.DB) error {
 	now := time.Now()
 	m := map[int64]*lease{}
 	err := db.View(func(txn *badger.Txn) error {
 		return fsm.ScanLeases(txn, func(fl fsm.Lease) error {
-			m[fl.ID] = &lease{id: fl.ID, ttl: fl.TTL, remaining: fl.Remaining, ckptAt: now, idx: -1}
+			ls := &lease{id: fl.ID, ttl: fl.TTL, remaining: fl.Remaining, ckptAt: now, idx: -1}
+			ls.promised = l.takePromised(fl.ID, now.Add(fl.TTL))
+			if old := l.leases[fl.ID]; old != nil && old.promised.After(ls.promised) {
+				ls.promised = old.promised
+			}
+			m[fl.ID] = ls
 			return nil
 		})
 	})
 	if err != nil {
 		return err
 	}
-	l.leases = m
+	l.leases, l.loaded = m, true
 	return nil
 }
 
@@ -131,14 +153,15 @@ func (l *Lessor) Apply(db *badger.DB, c fsm.LeaseCommit) {
 			if _, ok := l.leases[ch.ID]; ok {
 				continue
 			}
-			ls := &lease{id: ch.ID, ttl: ch.TTL, ckptAt: now, idx: -1}
+			ls := &lease{id: ch.ID, ttl: ch.TTL, ckptAt: now, promised: l.takePromised(ch.ID, now.Add(ch.TTL)), idx: -1}
 			l.leases[ch.ID] = ls
 			if l.p != nil {
 				ls.expiry, ls.renewed = now.Add(ls.ttl), now
 				l.p.schedule(ls)
-				l.kick()
+				signal(l.kickC)
 			}
 		case fsm.LeaseRemoved:
+			delete(l.unknown, ch.ID)
 			if ls, ok := l.leases[ch.ID]; ok {
 				delete(l.leases, ch.ID)
 				if l.p != nil {
@@ -155,10 +178,17 @@ func (l *Lessor) Apply(db *badger.DB, c fsm.LeaseCommit) {
 
 // Start starts the lessor's goroutines on raft.
 func (l *Lessor) Start(r Raft) {
+	l.mu.Lock()
 	l.raft = r
-	l.wg.Add(2)
+	l.mu.Unlock()
+	l.wg.Add(3)
 	go l.run()
-	go l.checkpointer()
+	// The checkpointer proposes the checkpoints and clears that ticks and
+	// renewals queue, in the order they were decided. The pusher pushes
+	// the renewals ServeLeader queues, pushDelay after the first, so that
+	// the keep-alives of that while share one quorum call.
+	go l.worker(l.ckptC, 0, l.checkpointOnce)
+	go l.worker(l.pushC, l.cfg.ElectionTimeout/pushDelayDiv, l.pushOnce)
 }
 
 // Stop stops the lessor and waits for its goroutines. Idempotent; Start
@@ -175,10 +205,37 @@ func (l *Lessor) Stop() {
 	l.wg.Wait()
 }
 
-func (l *Lessor) kick() {
+// signal wakes whoever waits on ch, without blocking.
+func signal(ch chan struct{}) {
 	select {
-	case l.kickC <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
+	}
+}
+
+// worker runs once, delay after wake fires, and again while it says
+// there may be more, until Stop: the checkpointer and the pusher, each one
+// proposal or call at a time.
+func (l *Lessor) worker(wake <-chan struct{}, delay time.Duration, once func() bool) {
+	defer l.wg.Done()
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	for {
+		select {
+		case <-wake:
+		case <-l.stopC:
+			return
+		}
+		if delay > 0 {
+			t.Reset(delay)
+			select {
+			case <-t.C:
+			case <-l.stopC:
+				return
+			}
+		}
+		for once() {
+		}
 	}
 }
 
@@ -190,12 +247,13 @@ func (l *Lessor) run() {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	var promoting uint64 // the term a promotion runs for
-	promotedC := make(chan uint64, 1)
+	promotedC := make(chan promotion, 1)
 	for {
 		changed := l.raft.Changed()
 		st := l.raft.Status()
 		leader := st.State == raft.StateLeader
 		l.mu.Lock()
+		l.checkConfLocked(st.ConfIndex)
 		if l.p != nil && (!leader || st.Term != l.p.term) {
 			l.demoteLocked()
 		}
@@ -203,18 +261,18 @@ func (l *Lessor) run() {
 		l.mu.Unlock()
 		if leader && !ruling && promoting != st.Term {
 			promoting = st.Term
-			l.wg.Go(func() { l.awaitApplied(ctx, st.Term, promotedC) })
+			l.wg.Go(func() { l.prepare(ctx, st.Term, promotedC) })
 		}
 		timer.Reset(l.tick())
 		select {
 		case <-changed:
 		case <-l.kickC:
 		case <-timer.C:
-		case term := <-promotedC:
-			if st := l.raft.Status(); st.State == raft.StateLeader && st.Term == term {
-				l.promote(term)
+		case pr := <-promotedC:
+			if st := l.raft.Status(); st.State == raft.StateLeader && st.Term == pr.term {
+				l.promote(pr)
 			}
-			if term == promoting {
+			if pr.term == promoting {
 				promoting = 0
 			}
 		case <-l.stopC:
@@ -228,30 +286,6 @@ func (l *Lessor) run() {
 			case <-timer.C:
 			default:
 			}
-		}
-	}
-}
-
-// awaitApplied waits until the node applied everything committed before
-// term began (a ReadIndex round on the new leader), then reports term on
-// done. It gives up once the node no longer leads in term.
-func (l *Lessor) awaitApplied(ctx context.Context, term uint64, done chan<- uint64) {
-	for {
-		if st := l.raft.Status(); st.State != raft.StateLeader || st.Term != term || ctx.Err() != nil {
-			return
-		}
-		rctx, cancel := context.WithTimeout(ctx, 4*l.cfg.ElectionTimeout)
-		err := l.raft.ReadIndex(rctx)
-		cancel()
-		if err == nil {
-			select {
-			case done <- term:
-			case <-ctx.Done():
-			}
-			return
-		}
-		if errors.Is(err, raftnode.ErrStopped) {
-			return
 		}
 	}
 }

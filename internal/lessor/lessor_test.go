@@ -40,6 +40,7 @@ func newCluster(t *testing.T, peers int) *cluster {
 		ls := c.ls[i]
 		cfg.Applier = fsm.New(fsm.Config{OnLeases: func(lc fsm.LeaseCommit) { ls.Apply(dbs[i](), lc) }})
 		cfg.LeaderService = ls
+		cfg.QuorumService = ls
 	}})
 	for i, ls := range c.ls {
 		n := c.Node(i)
@@ -207,5 +208,149 @@ func TestExpireFencedByTerm(t *testing.T) {
 	}
 	if exists(t, c.Node(lead), 9) {
 		t.Fatal("the expire of the current term left the lease")
+	}
+}
+
+// TestPromotionAsksQuorum: a follower misses the leader's pushes (the
+// link to it is cut) while a lease is renewed; then it becomes leader. It
+// learns the renewal from the quorum it asks, so the lease lives what the
+// renewal promised (not what the new leader heard itself), and at most
+// that plus the election timeout and a little.
+func TestPromotionAsksQuorum(t *testing.T) {
+	c := newCluster(t, 3)
+	lead, err := c.WaitLeader(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ttl = 2 * time.Second
+	if r := propose(t, c.Node(lead), grant(11, ttl)); r.GetCode() != command.Code_OK {
+		t.Fatal(r)
+	}
+	deaf := (lead + 2) % 3
+	waitFor(t, "the grant to apply on every peer", func() bool { return exists(t, c.Node(deaf), 11) })
+	c.Network().Cut(uint64(lead+1), uint64(deaf+1))
+	time.Sleep(ttl * 3 / 4)
+	sent := time.Now()
+	if !keepAlive(ctx(t), c.Node(lead), 11) {
+		t.Fatal("keep-alive refused")
+	}
+	promise := sent.Add(ttl)
+	c.Network().Heal()
+	if err := c.Node(lead).TransferLeadership(ctx(t), uint64(deaf+1)); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("peer %d leads %v after the renewal", deaf+1, time.Since(sent))
+	for time.Now().Before(promise) {
+		if !exists(t, c.Node(deaf), 11) {
+			t.Fatalf("the lease expired %v before its renewal's promise", time.Until(promise))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for exists(t, c.Node(deaf), 11) {
+		if late := time.Since(promise); late > et+100*time.Millisecond {
+			t.Fatalf("the lease outlived its renewal's promise by %v", late)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("gone %v after its renewal's promise", time.Since(promise))
+}
+
+// waitFor polls cond every millisecond until it holds, for at most 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestVoterChangePromisesTTL: once a peer applies a change of the voters,
+// it promises every lease its TTL from then (a later leader may rely on
+// quorums of the new configuration only). A lease granted before a voter
+// is removed, never renewed nor yet checkpointed, lives after a leader
+// change at least its TTL from the removal, not from its grant.
+func TestVoterChangePromisesTTL(t *testing.T) {
+	c := newCluster(t, 3)
+	lead, err := c.WaitLeader(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ttl = time.Second
+	if r := propose(t, c.Node(lead), grant(13, ttl)); r.GetCode() != command.Code_OK {
+		t.Fatal(r)
+	}
+	granted := time.Now()
+	next, gone := (lead+1)%3, (lead+2)%3
+	waitFor(t, "the grant to apply on every peer", func() bool { return exists(t, c.Node(next), 13) })
+	time.Sleep(ttl / 5) // before its checkpoint, due at ttl/3 + et
+	removed := time.Now()
+	if err := c.Node(lead).RemovePeer(ctx(t), uint64(gone+1)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the removal to apply on the next leader", func() bool { return len(c.Node(next).Status().Voters) == 2 })
+	if err := c.Node(lead).TransferLeadership(ctx(t), uint64(next+1)); err != nil {
+		t.Fatal(err)
+	}
+	for time.Since(removed) < ttl {
+		if !exists(t, c.Node(next), 13) {
+			t.Fatalf("the lease expired %v after its grant, %v after the voters changed", time.Since(granted), time.Since(removed))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	waitFor(t, "the lease to expire", func() bool { return !exists(t, c.Node(next), 13) })
+	t.Logf("gone %v after its grant, %v after the voters changed", time.Since(granted), time.Since(removed))
+}
+
+// TestPushOfUnknownLease: a peer that takes a push for a lease it has not
+// applied the grant of yet (a lagging follower can be in the pushing
+// leader's quorum) keeps it, answers a new leader's query with it, and
+// keeps it once the grant applies: a quorum that acknowledged a renewal
+// never forgets it.
+func TestPushOfUnknownLease(t *testing.T) {
+	db, err := badger.Open(badger.DefaultOptions("").WithInMemory(true).WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	l := lessor.New(lessor.Config{ElectionTimeout: et})
+	if err := l.Load(db); err != nil {
+		t.Fatal(err)
+	}
+	serve := func(m *wire.LeaseSync) *wire.LeaseSync {
+		t.Helper()
+		req, _ := proto.Marshal(m)
+		resp, ok := l.ServeQuorum(1, 2, req)
+		if !ok {
+			t.Fatal("refused")
+		}
+		var ans wire.LeaseSync
+		if err := proto.Unmarshal(resp, &ans); err != nil {
+			t.Fatal(err)
+		}
+		return &ans
+	}
+	left := func() time.Duration {
+		t.Helper()
+		ans := serve(&wire.LeaseSync{Query: true, Parts: 1})
+		if len(ans.GetIds()) != 1 || ans.GetIds()[0] != 21 {
+			t.Fatalf("query answered %v, want lease 21", ans)
+		}
+		return time.Duration(ans.GetLeft()[0])
+	}
+	const pushed = time.Hour
+	serve(&wire.LeaseSync{Ids: []int64{21}, Left: []int64{int64(pushed)}})
+	if got := left(); got <= pushed-time.Second || got > pushed {
+		t.Fatalf("before its grant: %v left, want about %v", got, pushed)
+	}
+	l.Apply(db, fsm.LeaseCommit{Changes: []fsm.LeaseChange{{Kind: fsm.LeaseGranted, ID: 21, TTL: time.Second}}})
+	if got := left(); got <= pushed-time.Second {
+		t.Fatalf("after its grant: %v left, want about %v", got, pushed)
+	}
+	l.Apply(db, fsm.LeaseCommit{Changes: []fsm.LeaseChange{{Kind: fsm.LeaseRemoved, ID: 21}}})
+	if ans := serve(&wire.LeaseSync{Query: true, Parts: 1}); len(ans.GetIds()) != 0 {
+		t.Fatalf("after its removal: %v", ans)
 	}
 }

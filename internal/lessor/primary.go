@@ -12,19 +12,14 @@ import (
 
 // primary is the clock of a ruling lessor, for one term.
 type primary struct {
-	term    uint64
-	ctx     context.Context // ends when the lessor stops ruling
-	cancel  context.CancelFunc
-	et      time.Duration
-	heap    leaseHeap
-	ckpt    map[int64]time.Duration // checkpoints to propose; 0 clears one
-	waiters []waiter                // answers sent once the clears in ckpt commit
-}
-
-// waiter is an answer to a keep-alive that cleared a checkpoint.
-type waiter struct {
-	ans   []byte
-	reply func([]byte)
+	term   uint64
+	ctx    context.Context // ends when the lessor stops ruling
+	cancel context.CancelFunc
+	et     time.Duration
+	heap   leaseHeap
+	ckpt   map[int64]time.Duration // checkpoints to propose; 0 clears one
+	cwait  []*waiter               // keep-alives waiting for the clears in ckpt
+	push   []*waiter               // keep-alives whose renewals are to push
 }
 
 // checkpointDelay is how long a lease may go without a renewal before it
@@ -59,9 +54,12 @@ func (p *primary) unschedule(ls *lease) {
 	}
 }
 
-// promote makes the lessor rule in term: every lease gets what it had
-// left, by its checkpoint, plus the election timeout.
-func (l *Lessor) promote(term uint64) {
+// promote makes the lessor rule in pr's term: every lease gets what it
+// was promised, by the quorum that answered, this node and its checkpoint
+// (the least of the quorum's and the checkpoint's: each bounds every
+// acknowledged renewal), plus the election timeout.
+func (l *Lessor) promote(pr promotion) {
+	term := pr.term
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	select {
@@ -74,12 +72,19 @@ func (l *Lessor) promote(term uint64) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &primary{term: term, ctx: ctx, cancel: cancel, et: l.cfg.ElectionTimeout, ckpt: map[int64]time.Duration{}}
+	l.checkConfLocked(l.raft.Status().ConfIndex)
 	now := time.Now()
 	for _, ls := range l.leases {
-		left := ls.ttl
-		if ls.remaining > 0 {
-			left = max(ls.ckptAt.Add(ls.remaining).Sub(now), 0)
+		until := ls.promised
+		if h := pr.heard[ls.id]; h.After(until) {
+			until = h
 		}
+		if ls.remaining > 0 {
+			if c := ls.ckptAt.Add(ls.remaining); c.Before(until) {
+				until = c
+			}
+		}
+		left := max(until.Sub(now), 0)
 		ls.expiry, ls.renewed = now.Add(left+p.et), now
 		ls.recorded, ls.expiring, ls.idx = ls.remaining > 0, false, -1
 		p.schedule(ls)
@@ -97,8 +102,13 @@ func (l *Lessor) demoteLocked() {
 	}
 	l.p = nil
 	p.cancel()
-	for _, w := range p.waiters {
-		w.reply(notReady)
+	for _, ws := range [][]*waiter{p.push, p.cwait} {
+		for _, w := range ws {
+			if !w.done {
+				w.done = true
+				w.reply(notReady)
+			}
+		}
 	}
 	for _, ls := range l.leases {
 		ls.idx, ls.expiring = -1, false
@@ -136,10 +146,7 @@ func (l *Lessor) tick() time.Duration {
 	}
 	l.mu.Unlock()
 	if ckpt {
-		select {
-		case l.ckptC <- struct{}{}:
-		default:
-		}
+		signal(l.ckptC)
 	}
 	if len(expire) > 0 {
 		l.wg.Go(func() { l.expire(p, expire) })
@@ -163,7 +170,7 @@ func (l *Lessor) expire(p *primary, ids []int64) {
 				ls.expiring = false
 				ls.expiry = time.Now().Add(p.et / 4) // try again shortly
 				p.schedule(ls)
-				l.kick()
+				signal(l.kickC)
 			}
 			l.mu.Unlock()
 			return nil

@@ -22,8 +22,9 @@ func mustMarshal(m proto.Message) []byte {
 }
 
 // ServeLeader implements raftnode.LeaderService: it answers a
-// wire.LeaseCall. Renewals take effect in memory at once; the answer waits
-// only if a renewal has to clear a checkpoint through raft first.
+// wire.LeaseCall. Renewals take effect in memory at once; their answer
+// waits until they are pushed to a quorum (see ServeQuorum) and, if one
+// has to clear a checkpoint through raft, until that commits.
 func (l *Lessor) ServeLeader(_ uint64, req []byte, reply func([]byte)) {
 	var call wire.LeaseCall
 	if proto.Unmarshal(req, &call) != nil {
@@ -45,12 +46,14 @@ func (l *Lessor) ServeLeader(_ uint64, req []byte, reply func([]byte)) {
 	now := time.Now()
 	ans := &wire.LeaseAnswer{}
 	clears := false
+	var renewed []int64
 	for _, id := range call.GetKeepAlive() {
 		ls := l.leases[id]
 		if ls == nil || ls.expiring {
 			ans.Leases = append(ans.Leases, &wire.LeaseTTL{Id: id})
 			continue
 		}
+		renewed = append(renewed, id)
 		clears = l.renewLocked(p, ls, now) || clears
 		ans.Leases = append(ans.Leases, &wire.LeaseTTL{Id: id, Ttl: int64(ls.ttl), GrantedTtl: int64(ls.ttl)})
 	}
@@ -65,14 +68,22 @@ func (l *Lessor) ServeLeader(_ uint64, req []byte, reply func([]byte)) {
 		}
 	}
 	b := mustMarshal(ans)
-	if clears {
-		p.waiters = append(p.waiters, waiter{ans: b, reply: reply})
+	if len(renewed) == 0 {
 		l.mu.Unlock()
-		l.wakeCheckpointer()
+		reply(b)
 		return
 	}
+	w := &waiter{ids: renewed, ans: b, reply: reply, need: 1}
+	p.push = append(p.push, w)
+	if clears {
+		w.need++
+		p.cwait = append(p.cwait, w)
+	}
 	l.mu.Unlock()
-	reply(b)
+	signal(l.pushC)
+	if clears {
+		signal(l.ckptC)
+	}
 }
 
 // renewLocked renews ls; it tells whether a checkpoint must be cleared
@@ -104,31 +115,8 @@ func (l *Lessor) ttlLocked(id int64, now time.Time) *wire.LeaseTTL {
 	return &wire.LeaseTTL{Id: id, Ttl: int64(left), GrantedTtl: int64(ls.ttl)}
 }
 
-func (l *Lessor) wakeCheckpointer() {
-	select {
-	case l.ckptC <- struct{}{}:
-	default:
-	}
-}
-
 // maxCheckpoints caps the checkpoints of one command, clears aside.
 const maxCheckpoints = 8192
-
-// checkpointer proposes the checkpoints and clears that ticks and
-// renewals queue, one command at a time, so that they apply in the order
-// they were decided; then it sends the answers that waited for the clears.
-func (l *Lessor) checkpointer() {
-	defer l.wg.Done()
-	for {
-		select {
-		case <-l.ckptC:
-		case <-l.stopC:
-			return
-		}
-		for l.checkpointOnce() {
-		}
-	}
-}
 
 // checkpointOnce proposes one batch; it tells whether there may be more.
 func (l *Lessor) checkpointOnce() bool {
@@ -150,8 +138,8 @@ func (l *Lessor) checkpointOnce() bool {
 		req.Checkpoints = append(req.Checkpoints, &command.LeaseCheckpoint{Id: id, Remaining: int64(rem)})
 		delete(p.ckpt, id)
 	}
-	waiters := p.waiters
-	p.waiters = nil
+	waiters := p.cwait
+	p.cwait = nil
 	more := len(p.ckpt) > 0
 	l.mu.Unlock()
 
@@ -171,12 +159,6 @@ func (l *Lessor) checkpointOnce() bool {
 		}
 		l.mu.Unlock()
 	}
-	for _, w := range waiters {
-		if ok {
-			w.reply(w.ans)
-		} else {
-			w.reply(notReady)
-		}
-	}
+	l.settle(waiters, ok)
 	return more && p.ctx.Err() == nil
 }

@@ -468,14 +468,18 @@ func (x *RestoreMarker) GetMetadata() []byte {
 }
 
 // PeerCall carries a call to the leader's service (raftnode's CallLeader)
-// or its answer, outside the raft log, in the context of a raftpb.Message
-// that raft itself never sends between peers.
+// or a leader's quorum call (raftnode's CallQuorum), or their answers,
+// outside the raft log, in the context of a raftpb.Message that raft itself
+// never sends between peers.
 type PeerCall struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Kind          uint32                 `protobuf:"varint,1,opt,name=kind,proto3" json:"kind,omitempty"`     // 1 = request, 2 = reply, 3 = not the leader
-	Origin        uint64                 `protobuf:"varint,2,opt,name=origin,proto3" json:"origin,omitempty"` // the caller's run (raftnode's proposal origin)
-	Seq           uint64                 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`       // the call, within that run
-	Data          []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`      // request or reply
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1 = request, 2 = reply, 3 = not the leader (CallLeader);
+	// 4 = request, 5 = reply (CallQuorum)
+	Kind          uint32 `protobuf:"varint,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Origin        uint64 `protobuf:"varint,2,opt,name=origin,proto3" json:"origin,omitempty"` // the caller's run (raftnode's proposal origin)
+	Seq           uint64 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`       // the call, within that run
+	Data          []byte `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`      // request or reply
+	Term          uint64 `protobuf:"varint,5,opt,name=term,proto3" json:"term,omitempty"`     // CallQuorum: the caller's term as leader
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -536,6 +540,13 @@ func (x *PeerCall) GetData() []byte {
 		return x.Data
 	}
 	return nil
+}
+
+func (x *PeerCall) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
 }
 
 // LeaseCall asks the leader's lessor (internal/lessor) to renew leases or
@@ -717,6 +728,88 @@ func (x *LeaseTTL) GetGrantedTtl() int64 {
 	return 0
 }
 
+// LeaseSync is a lessor's quorum call (raftnode's CallQuorum) and its
+// answer, outside the log. From the leader: the leases it renewed, each
+// with the time it now has left (push); or a request for what a peer
+// holds of the leases whose id is part mod parts (query, from a new
+// leader). Answer to a query: those leases, each with the time left until
+// the latest expiry the peer heard of.
+type LeaseSync struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Query         bool                   `protobuf:"varint,1,opt,name=query,proto3" json:"query,omitempty"`
+	Part          uint32                 `protobuf:"varint,2,opt,name=part,proto3" json:"part,omitempty"`
+	Parts         uint32                 `protobuf:"varint,3,opt,name=parts,proto3" json:"parts,omitempty"`
+	Ids           []int64                `protobuf:"fixed64,4,rep,packed,name=ids,proto3" json:"ids,omitempty"`
+	Left          []int64                `protobuf:"varint,5,rep,packed,name=left,proto3" json:"left,omitempty"` // nanoseconds, one per id
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseSync) Reset() {
+	*x = LeaseSync{}
+	mi := &file_wire_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseSync) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseSync) ProtoMessage() {}
+
+func (x *LeaseSync) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseSync.ProtoReflect.Descriptor instead.
+func (*LeaseSync) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *LeaseSync) GetQuery() bool {
+	if x != nil {
+		return x.Query
+	}
+	return false
+}
+
+func (x *LeaseSync) GetPart() uint32 {
+	if x != nil {
+		return x.Part
+	}
+	return 0
+}
+
+func (x *LeaseSync) GetParts() uint32 {
+	if x != nil {
+		return x.Parts
+	}
+	return 0
+}
+
+func (x *LeaseSync) GetIds() []int64 {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+func (x *LeaseSync) GetLeft() []int64 {
+	if x != nil {
+		return x.Left
+	}
+	return nil
+}
+
 var File_wire_proto protoreflect.FileDescriptor
 
 const file_wire_proto_rawDesc = "" +
@@ -749,12 +842,13 @@ const file_wire_proto_rawDesc = "" +
 	"\x05error\x18\x02 \x01(\tR\x05error\"?\n" +
 	"\rRestoreMarker\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x1a\n" +
-	"\bmetadata\x18\x02 \x01(\fR\bmetadata\"\\\n" +
+	"\bmetadata\x18\x02 \x01(\fR\bmetadata\"p\n" +
 	"\bPeerCall\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\rR\x04kind\x12\x16\n" +
 	"\x06origin\x18\x02 \x01(\x04R\x06origin\x12\x10\n" +
 	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12\x12\n" +
-	"\x04data\x18\x04 \x01(\fR\x04data\"^\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\x12\x12\n" +
+	"\x04term\x18\x05 \x01(\x04R\x04term\"^\n" +
 	"\tLeaseCall\x12\x1d\n" +
 	"\n" +
 	"keep_alive\x18\x01 \x03(\x03R\tkeepAlive\x12 \n" +
@@ -768,7 +862,13 @@ const file_wire_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x10\n" +
 	"\x03ttl\x18\x02 \x01(\x03R\x03ttl\x12\x1f\n" +
 	"\vgranted_ttl\x18\x03 \x01(\x03R\n" +
-	"grantedTtlB,Z*github.com/concordkv/concord/internal/wireb\x06proto3"
+	"grantedTtl\"q\n" +
+	"\tLeaseSync\x12\x14\n" +
+	"\x05query\x18\x01 \x01(\bR\x05query\x12\x12\n" +
+	"\x04part\x18\x02 \x01(\rR\x04part\x12\x14\n" +
+	"\x05parts\x18\x03 \x01(\rR\x05parts\x12\x10\n" +
+	"\x03ids\x18\x04 \x03(\x10R\x03ids\x12\x12\n" +
+	"\x04left\x18\x05 \x03(\x03R\x04leftB,Z*github.com/concordkv/concord/internal/wireb\x06proto3"
 
 var (
 	file_wire_proto_rawDescOnce sync.Once
@@ -782,7 +882,7 @@ func file_wire_proto_rawDescGZIP() []byte {
 	return file_wire_proto_rawDescData
 }
 
-var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_wire_proto_goTypes = []any{
 	(*Hello)(nil),          // 0: concord.wire.Hello
 	(*ProposalID)(nil),     // 1: concord.wire.ProposalID
@@ -796,6 +896,7 @@ var file_wire_proto_goTypes = []any{
 	(*LeaseCall)(nil),      // 9: concord.wire.LeaseCall
 	(*LeaseAnswer)(nil),    // 10: concord.wire.LeaseAnswer
 	(*LeaseTTL)(nil),       // 11: concord.wire.LeaseTTL
+	(*LeaseSync)(nil),      // 12: concord.wire.LeaseSync
 }
 var file_wire_proto_depIdxs = []int32{
 	2,  // 0: concord.wire.ProposalBatch.proposals:type_name -> concord.wire.Proposal
@@ -818,7 +919,7 @@ func file_wire_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wire_proto_rawDesc), len(file_wire_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
