@@ -254,6 +254,9 @@ type Status struct {
 	Voters, Learners                        []uint64
 	// LeadTransferee is the target of a leadership transfer in progress.
 	LeadTransferee uint64
+	// Joint tells that the configuration is joint: a multi-member change
+	// is being applied.
+	Joint bool
 }
 
 // Status returns the peer's state as of its last Ready. It does not block.
