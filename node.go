@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 
 	"github.com/concordkv/concord/internal/fsm"
+	"github.com/concordkv/concord/internal/membership"
 	"github.com/concordkv/concord/raftnode"
 	"github.com/concordkv/concord/transport"
 )
@@ -27,6 +28,7 @@ type Node struct {
 	rn    *raftnode.Node
 	fsm   *fsm.FSM
 	mem   *transport.Network // the in-memory transport of a node without PeerAddr, else nil
+	mgr   *membership.Manager // gossip membership; nil without GossipAddr
 	log   *slog.Logger
 	names map[uint64]string // static members' names by raft id; read-only
 
@@ -77,7 +79,6 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
-	id := memberID(c.Name)
 	// A nil Logger stays nil for raftnode and the transport: they skip
 	// formatting altogether then.
 	var log *slog.Logger
@@ -85,20 +86,26 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 		log = c.Logger.With(logKeyMember, c.Name)
 	}
 	raftDir := ""
+	rec := &memberRecord{ID: newMemberID(&c)} // in memory: a new member each time
 	if c.DataDir != "" {
 		if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 			return nil, err
 		}
-		if err := claimDataDir(&c); err != nil {
+		var err error
+		if rec, err = claimDataDir(&c); err != nil {
 			return nil, err
 		}
 		raftDir = filepath.Join(c.DataDir, "db")
 	}
+	id := rec.ID
 	tr, mem, err := newTransport(&c, id, log)
 	if err != nil {
 		return nil, err
 	}
 	peers, names := initialPeers(&c, id, tr.Addr())
+	if !c.static() {
+		peers = gossipPeers(rec)
+	}
 	f := fsm.New(fsm.Config{})
 	batch := 0 // raftnode's default
 	if c.DataDir == "" {
@@ -150,6 +157,15 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	for _, p := range peers {
 		n.addrs[p.ID] = p.Addr
+	}
+	if c.gossip() {
+		if err := n.startGossip(rec, tr.Addr(), log); err != nil {
+			err = errors.Join(err, rn.Stop())
+			if mem != nil {
+				mem.Close()
+			}
+			return nil, err
+		}
 	}
 	for i := range n.seqLocks {
 		n.seqLocks[i] = make(chan struct{}, 1)
@@ -272,6 +288,10 @@ func (n *Node) Close() error {
 		n.closed.Store(true)
 		close(n.closingC)
 		n.cancelBg()
+		var mgrErr error
+		if n.mgr != nil {
+			mgrErr = n.mgr.Close() // no-op after Leave
+		}
 		n.lifeMu.Lock()
 		err := n.rn.Stop()
 		n.lifeMu.Unlock()
@@ -279,7 +299,7 @@ func (n *Node) Close() error {
 		if n.mem != nil {
 			n.mem.Close()
 		}
-		if err != nil {
+		if err = errors.Join(mgrErr, err); err != nil {
 			n.closeErr = fmt.Errorf("concord.Close: %w", err)
 		}
 	})
