@@ -287,7 +287,9 @@ func (c *Config) static() bool {
 }
 
 func (c *Config) validateGossip(bad func(string, ...any) error) error {
-	needs := func(field string) error { return bad("%s needs GossipAddr: without it the member does not gossip", field) }
+	needs := func(field string) error {
+		return bad("%s needs GossipAddr: without it the member does not gossip", field)
+	}
 	hostPort := func(field, addr string) error {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			return bad("%s must be host:port, got %q: %v", field, addr, err)

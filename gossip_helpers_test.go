@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -135,29 +134,52 @@ func roles(ctx context.Context, n *concord.Node) (voters, learners []string, err
 // voters and learners, and one leader among the voters.
 func (g *gossipCluster) waitRoles(d time.Duration, voters, learners []string) {
 	g.t.Helper()
+	g.waitFor(d, fmt.Sprintf("voters %v learners %v", voters, learners), func(_ int, v, l []string) bool {
+		return slices.Equal(v, voters) && slices.Equal(l, learners)
+	})
+}
+
+// waitShape waits until every open member is ready, they all see the same
+// voters and learners, as many as given, and one leader; it returns them.
+func (g *gossipCluster) waitShape(d time.Duration, nv, nl int) (voters, learners []string) {
+	g.t.Helper()
+	g.waitFor(d, fmt.Sprintf("%d voters and %d learners", nv, nl), func(i int, v, l []string) bool {
+		if i == 0 {
+			voters, learners = v, l
+		}
+		return len(v) == nv && len(l) == nl && slices.Equal(v, voters) && slices.Equal(l, learners)
+	})
+	return voters, learners
+}
+
+// waitFor waits until every open member is ready, ok holds for the voters
+// and learners each sees, and they agree on one leader. ok is called with
+// every member's view in turn, i counting from 0 in each round.
+func (g *gossipCluster) waitFor(d time.Duration, what string, ok func(i int, voters, learners []string) bool) {
+	g.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	var last string
 	for {
-		ok := true
+		good := true
 		leaders := map[uint64]bool{}
-		for _, n := range g.open_() {
+		for i, n := range g.open_() {
 			short, c := context.WithTimeout(ctx, 200*time.Millisecond)
 			v, l, err := roles(short, n)
 			c()
 			lead, has := n.Leader()
-			if err != nil || !slices.Equal(v, voters) || !slices.Equal(l, learners) || !has {
-				ok = false
+			if err != nil || !ok(i, v, l) || !has {
+				good = false
 				last = fmt.Sprintf("%s sees voters %v learners %v leader %v (%v)", n.Status().Name, v, l, has, err)
 				break
 			}
 			leaders[lead.ID] = true
 		}
-		if ok && len(leaders) == 1 {
+		if good && len(leaders) == 1 {
 			return
 		}
 		if ctx.Err() != nil {
-			g.t.Fatalf("timed out after %v waiting for voters %v learners %v: %s", d, voters, learners, last)
+			g.t.Fatalf("timed out after %v waiting for %s: %s", d, what, last)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -189,5 +211,3 @@ func (g *gossipCluster) sameCluster(key string) {
 		}
 	}
 }
-
-var _ = strings.Join

@@ -27,7 +27,7 @@ type Node struct {
 	id    uint64
 	rn    *raftnode.Node
 	fsm   *fsm.FSM
-	mem   *transport.Network // the in-memory transport of a node without PeerAddr, else nil
+	mem   *transport.Network  // the in-memory transport of a node without PeerAddr, else nil
 	mgr   *membership.Manager // gossip membership; nil without GossipAddr
 	log   *slog.Logger
 	names map[uint64]string // static members' names by raft id; read-only

@@ -142,9 +142,9 @@ func newGossip(c *Config, meta Meta) (*gossip, error) {
 	return g, nil
 }
 
-// setMeta publishes m (to the others at the next gossip, at once through
-// UpdateNode).
-func (g *gossip) setMeta(m Meta) error {
+// setMeta publishes m if it changed, waiting up to timeout for the
+// broadcast to leave.
+func (g *gossip) setMeta(m Meta, timeout time.Duration) error {
 	b := m.encode(nil)
 	g.metaMu.Lock()
 	same := string(b) == string(g.meta)
@@ -153,7 +153,7 @@ func (g *gossip) setMeta(m Meta) error {
 	if same {
 		return nil
 	}
-	return g.ml.UpdateNode(0)
+	return g.ml.UpdateNode(timeout) // 0 would wait forever with no one to tell
 }
 
 func (g *gossip) wake() {

@@ -67,6 +67,7 @@ type Manager struct {
 	cfg    Config
 	me     self
 	g      *gossip
+	addr   string // advertised gossip address
 	log    *slog.Logger
 	joined atomic.Bool // the first join attempt is over
 	paused atomic.Bool // SetReconciling(false)
@@ -102,6 +103,9 @@ func Start(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("membership: %w", err)
 	}
 	m.g = g
+	// memberlist's LocalNode points into state its goroutines rewrite:
+	// read it once, before anything can refute or update it.
+	m.addr = g.ml.LocalNode().Address()
 	m.base, m.cancel = context.WithCancel(context.Background())
 	m.wg.Go(m.joinLoop)
 	m.wg.Go(m.run)
@@ -109,14 +113,15 @@ func Start(cfg Config) (*Manager, error) {
 }
 
 // Addr returns the gossip address the others reach this node at.
-func (m *Manager) Addr() string { return m.g.ml.LocalNode().Address() }
+func (m *Manager) Addr() string { return m.addr }
 
 // Nodes returns every gossip node seen, this one included.
 func (m *Manager) Nodes() []NodeInfo {
 	out := m.g.snapshot(m.cfg.Name)
-	self := m.g.ml.LocalNode()
-	meta, _ := decodeMeta(self.Meta)
-	return append(out, NodeInfo{Name: m.cfg.Name, GossipAddr: self.Address(), Meta: meta, State: StateAlive})
+	m.g.metaMu.Lock()
+	meta, _ := decodeMeta(m.g.meta)
+	m.g.metaMu.Unlock()
+	return append(out, NodeInfo{Name: m.cfg.Name, GossipAddr: m.addr, Meta: meta, State: StateAlive})
 }
 
 // SetReconciling turns the leader-side reconciler off or back on (off
@@ -249,7 +254,7 @@ func (m *Manager) round() {
 		m.log.Info("membership: state", "round", st.Round, "cluster", st.Cluster, "proposal", st.Proposal, "accepted", st.Accepted, "committed", st.Committed)
 		m.state = st
 	}
-	if err := m.g.setMeta(metaFor(m.me, st, member)); err != nil {
+	if err := m.g.setMeta(metaFor(m.me, st, member), m.cfg.Interval); err != nil {
 		m.log.Debug("membership: publish metadata", "err", err)
 	}
 	m.hint(st, nodes)
