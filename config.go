@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/concordkv/concord/internal/fsm"
+	"github.com/concordkv/concord/transport"
 )
 
 // Config configures a Node. Open clones it and never changes the caller's
@@ -62,6 +63,17 @@ type Config struct {
 	// PeerTLS enables mutual TLS between peers; nil = plaintext. See
 	// transport.TCPConfig.TLS for what the certificates need.
 	PeerTLS *tls.Config
+	// Transport, for advanced uses, is the raft transport to use instead
+	// of TCP on PeerAddr: for instance an endpoint of a transport.Network,
+	// to run a cluster in one process with injected faults (package
+	// concordtest does). Its Addr is this member's peer address:
+	// InitialCluster[Name] must equal it, and the other members' entries
+	// are their transports' addresses. It must reach this member's peers
+	// by raft id (MemberID of their names) and not be started yet.
+	// PeerAddr, AdvertisePeerAddr and PeerTLS must be empty with it.
+	// The node owns it from Open on: Close closes it, and so does Open
+	// when it fails. Default nil: TCP.
+	Transport transport.Transport
 	// GossipKey encrypts gossip (AES, 16, 24 or 32 bytes) and makes
 	// every member drop messages that are not encrypted with it, so a
 	// node without the key cannot join. Default nil: plaintext gossip,
@@ -134,6 +146,11 @@ const (
 	memMaxProposalBatch = 768 << 10
 )
 
+// electionTimeout is raft's election timeout.
+func (c *Config) electionTimeout() time.Duration {
+	return c.TickInterval * time.Duration(c.ElectionTicks)
+}
+
 // maxRequestBytes is the request cap in effect.
 func (c *Config) maxRequestBytes() int {
 	if c.DataDir == "" {
@@ -165,7 +182,8 @@ func DefaultLocalConfig() Config {
 	return c
 }
 
-// clone returns a copy of c sharing nothing mutable with it.
+// clone returns a copy of c sharing nothing mutable with it but Logger
+// and Transport, which are handed over, not copied.
 func (c Config) clone() Config {
 	c.Join = append([]string(nil), c.Join...)
 	c.InitialCluster = maps.Clone(c.InitialCluster)
@@ -187,7 +205,7 @@ func (c *Config) setDefaults() {
 	setDefault(&c.MaxVoters, defaultMaxVoters)
 	setDefault(&c.StabilizationTime, defaultStabilizationTime)
 	setDefault(&c.DeadMemberReclaim, defaultDeadMemberReclaim)
-	if self, ok := c.InitialCluster[c.Name]; ok {
+	if self, ok := c.InitialCluster[c.Name]; ok && c.Transport == nil {
 		setDefault(&c.PeerAddr, self)
 		setDefault(&c.AdvertisePeerAddr, self)
 	}
@@ -226,6 +244,12 @@ func (c *Config) validate() error {
 	if err := c.validateGossip(bad); err != nil {
 		return err
 	}
+	if c.Transport != nil {
+		if c.PeerAddr != "" || c.AdvertisePeerAddr != "" || c.PeerTLS != nil {
+			return bad("PeerAddr, AdvertisePeerAddr and PeerTLS configure the TCP transport: leave them empty with Transport")
+		}
+		return nil
+	}
 	if c.PeerAddr != "" {
 		if _, _, err := net.SplitHostPort(c.PeerAddr); err != nil {
 			return bad("PeerAddr must be host:port, got %q: %v", c.PeerAddr, err)
@@ -245,7 +269,10 @@ func (c *Config) validateCluster(bad func(string, ...any) error) error {
 	if !ok {
 		return bad("InitialCluster must name this member (Name %q)", c.Name)
 	}
-	if c.AdvertisePeerAddr != self {
+	switch {
+	case c.Transport != nil && c.Transport.Addr() != self:
+		return bad("InitialCluster[%q] %q must equal Transport.Addr() %q", c.Name, self, c.Transport.Addr())
+	case c.Transport == nil && c.AdvertisePeerAddr != self:
 		return bad("AdvertisePeerAddr %q must equal InitialCluster[%q] %q", c.AdvertisePeerAddr, c.Name, self)
 	}
 	ids := map[uint64]string{}
@@ -258,8 +285,13 @@ func (c *Config) validateCluster(bad func(string, ...any) error) error {
 			return bad("InitialCluster[%q] must be a peer address, got \"\"", name)
 		case addrs[addr] != "":
 			return bad("InitialCluster members must have distinct addresses: %q and %q share %q", name, addrs[addr], addr)
-		case ids[memberID(name)] != "":
-			return bad("InitialCluster names %q and %q map to the same raft id; rename one", name, ids[memberID(name)])
+		case ids[MemberID(name)] != "":
+			return bad("InitialCluster names %q and %q map to the same raft id; rename one", name, ids[MemberID(name)])
+		}
+		ids[MemberID(name)] = name
+		addrs[addr] = name
+		if c.Transport != nil {
+			continue // addresses are the transport's business
 		}
 		_, port, err := net.SplitHostPort(addr)
 		if err != nil {
@@ -268,8 +300,6 @@ func (c *Config) validateCluster(bad func(string, ...any) error) error {
 		if port == "0" && len(c.InitialCluster) > 1 {
 			return bad("InitialCluster[%q] must have a fixed port for peers to dial, got %q", name, addr)
 		}
-		ids[memberID(name)] = name
-		addrs[addr] = name
 	}
 	return nil
 }
@@ -317,7 +347,7 @@ func (c *Config) validateGossip(bad func(string, ...any) error) error {
 		return needs("GossipKey")
 	case !c.gossip():
 		return nil
-	case c.PeerAddr == "":
+	case c.PeerAddr == "" && c.Transport == nil:
 		return bad("GossipAddr needs PeerAddr: gossip tells the others where to dial this member's raft transport")
 	}
 	if err := hostPort("GossipAddr", c.GossipAddr); err != nil {

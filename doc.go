@@ -8,10 +8,12 @@
 // What works today: static clusters (InitialCluster) and one-node
 // clusters, durable (DataDir) or in memory; Put, Get, Delete, Txn,
 // Compact and the helpers Create, CompareAndSwap, CompareAndDelete and
-// PutSequential; cluster info and leadership transfer. Gossip membership
-// (Config.GossipAddr, Join, BootstrapExpect), leases (WithLease, WithTTL),
-// watches and the coordination primitives built on them are not available
-// yet: their options are refused with a clear error rather than ignored.
+// PutSequential; leases (Grant, KeepAlive, WithLease, WithTTL, ...) and
+// sessions; cluster info and leadership transfer; package concordtest, to
+// run clusters with injected faults in tests. Gossip membership
+// (Config.GossipAddr, Join, BootstrapExpect), watches and the coordination
+// primitives built on them are not available yet: their options are
+// refused with a clear error rather than ignored.
 //
 // # Architecture
 //
@@ -28,9 +30,14 @@
 //	  Get: ReadIndex (unless WithSerializable), then fsm.Range on a
 //	  read-only badger transaction of this node: no network hop.
 //
+//	  Leases: Grant / Revoke are commands like writes; the leader's
+//	  internal/lessor keeps the clock: KeepAlive --CallLeader--> lessor
+//	  (in memory, no log entry); when a lease is due the lessor proposes
+//	  its expiry, applied like a Revoke.
+//
 // Writes go through raft (package raftnode; messages over package
-// transport: TCP with optional mTLS, or in memory for a node without
-// PeerAddr) and are applied by the state machine in internal/fsm, which
+// transport: TCP with optional mTLS, in memory for a node without
+// PeerAddr, or Config.Transport) and are applied by the state machine in internal/fsm, which
 // keeps current values, history and revisions in badger (keyspace:
 // internal/schema). A write is acknowledged once it is committed on a
 // quorum, fsynced, and applied on the node that proposed it.
@@ -90,4 +97,40 @@
 //     Compact discards that history: then they get ErrCompacted.
 //   - A restarted node keeps its data and revision; a node that was away
 //     catches up from the log or a snapshot.
+//
+// # Leases and sessions
+//
+// A lease ([Node.Grant]) has a TTL; keys put [WithLease] are attached to
+// it, and are deleted, all in one revision, when it is revoked
+// ([Node.Revoke]) or expires. [WithTTL] is the per-key shorthand: a put
+// with a lease of its own.
+//
+//	id, err := n.Grant(ctx, 10*time.Second)
+//	_, err = n.Put(ctx, "services/api/svc-1", addr, concord.WithLease(id))
+//	ch, err := n.KeepAlive(ctx, id) // renews every TTL/3 until ctx ends
+//
+// Only the leader's clock decides expiry, and the expiry is a command in
+// the raft log like any write. Keep-alives work from any node: a follower
+// forwards them to the leader outside the log, batched, and the leader
+// renews in memory, so leases kept alive cost no raft entry. The leader
+// checkpoints the remaining time of leases that miss a renewal, so that
+// after a leader change a lease lives what it had left plus at most the
+// election timeout: it neither expires early nor gets its whole TTL back
+// (etcd#9888). A lease whose keep-alives stopped less than TTL/3 before
+// the leader died has no checkpoint yet: the new leader may give it up to
+// TTL/3 plus the failover time plus two election timeouts more than its
+// last keep-alive promised (see internal/lessor). The shortest TTL is the election timeout
+// (1 s by default, 100 ms with DefaultLocalConfig); a TTL under it, a TTL
+// <= 0 or an unknown lease is refused with a clear error.
+//
+// A [Session] is a lease kept alive for as long as its holder lives,
+// etcd's concurrency.Session:
+//
+//	s, err := concord.NewSession(n, concord.WithSessionTTL(10*time.Second))
+//	defer s.Close() // revokes the lease: its keys go at once
+//	_, err = n.Put(ctx, "election/svc-1", "me", concord.WithLease(s.Lease()))
+//	<-s.Done() // the lease is gone: revoked, expired, or unrenewable for a TTL
+//
+// Done closes within about a second of the lease's removal, whatever the
+// TTL, and when this node could not renew it for a whole TTL.
 package concord

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"time"
 
 	"github.com/concordkv/concord"
 )
@@ -144,4 +145,64 @@ func ExampleNode_PutSequential() {
 	// jobs/00000000000000000003
 	// jobs/00000000000000000004
 	// first of 3: resize
+}
+
+// Grant creates a lease; keys put with it go, all in one revision, when
+// it is revoked or expires.
+func ExampleNode_Grant() {
+	ctx := context.Background()
+	n := openExample()
+	defer n.Close()
+
+	id, err := n.Grant(ctx, 10*time.Second)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, k := range []string{"workers/a", "workers/b"} {
+		if _, err := n.Put(ctx, k, "up", concord.WithLease(id)); err != nil {
+			log.Fatal(err)
+		}
+	}
+	st, err := n.TimeToLive(ctx, id, true)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("granted %v, %d keys\n", st.GrantedTTL, len(st.Keys))
+	if err := n.Revoke(ctx, id); err != nil {
+		log.Fatal(err)
+	}
+	get, err := n.Get(ctx, "workers/", concord.WithPrefix())
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("keys after revoke:", get.Count)
+	// Output:
+	// granted 10s, 2 keys
+	// keys after revoke: 0
+}
+
+// A Session keeps a lease alive while its holder lives; Close revokes it.
+func ExampleNewSession() {
+	ctx := context.Background()
+	n := openExample()
+	defer n.Close()
+
+	s, err := concord.NewSession(n, concord.WithSessionTTL(5*time.Second))
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := n.Put(ctx, "services/api/a", "10.0.0.1:80", concord.WithLease(s.Lease())); err != nil {
+		log.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		log.Fatal(err)
+	}
+	<-s.Done()
+	get, err := n.Get(ctx, "services/api/a")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("registered after Close:", len(get.Kvs))
+	// Output:
+	// registered after Close: 0
 }

@@ -28,7 +28,7 @@ func TestErrorMapping(t *testing.T) {
 }
 
 func TestMemberID(t *testing.T) {
-	if memberID("a") == memberID("b") || memberID("a") != memberID("a") || memberID("") == 0 {
+	if MemberID("a") == MemberID("b") || MemberID("a") != MemberID("a") || MemberID("") == 0 {
 		t.Fatal("memberID is not a stable, distinct, non-zero hash")
 	}
 }

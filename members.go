@@ -14,10 +14,12 @@ import (
 	"github.com/concordkv/concord/raftnode"
 )
 
-// memberID derives a static member's raft id from its name: the first 8
-// bytes of its SHA-256, big-endian, never 0. Every member of a static
-// cluster computes the same ids from InitialCluster without talking.
-func memberID(name string) uint64 {
+// MemberID returns the raft id of the static member named name: the
+// first 8 bytes of the name's SHA-256, big-endian, never 0. Every member
+// of a static cluster computes the same ids from InitialCluster alone.
+// Members that get into a cluster through gossip (BootstrapExpect, Join)
+// have random ids instead; Status and Members tell them.
+func MemberID(name string) uint64 {
 	sum := sha256.Sum256([]byte(name))
 	if id := binary.BigEndian.Uint64(sum[:8]); id != 0 {
 		return id
@@ -31,7 +33,7 @@ func memberID(name string) uint64 {
 // never comes back with it, so ids are never reused.
 func newMemberID(c *Config) uint64 {
 	if c.static() {
-		return memberID(c.Name)
+		return MemberID(c.Name)
 	}
 	for {
 		var b [8]byte
@@ -51,7 +53,8 @@ type Member struct {
 	// and for those gossip shows (or showed) this node; "" for others.
 	Name string
 	// PeerAddr is the address its raft transport is reached at
-	// ("mem://<id>" for a one-node cluster that listens nowhere).
+	// ("mem://<id>" for a one-node cluster that listens nowhere, and on a
+	// transport.Network).
 	PeerAddr string
 	// GossipAddr is its gossip address; "" if gossip never showed it.
 	GossipAddr string

@@ -15,6 +15,7 @@ import (
 
 	"github.com/concordkv/concord/internal/fsm"
 	"github.com/concordkv/concord/internal/membership"
+	"github.com/concordkv/concord/internal/lessor"
 	"github.com/concordkv/concord/raftnode"
 	"github.com/concordkv/concord/transport"
 )
@@ -27,8 +28,9 @@ type Node struct {
 	id    uint64
 	rn    *raftnode.Node
 	fsm   *fsm.FSM
-	mem   *transport.Network  // the in-memory transport of a node without PeerAddr, else nil
 	mgr   *membership.Manager // gossip membership; nil without GossipAddr
+	ls    *lessor.Lessor
+	mem   *transport.Network // the in-memory transport of a node without PeerAddr, else nil
 	log   *slog.Logger
 	names map[uint64]string // static members' names by raft id; read-only
 
@@ -51,6 +53,13 @@ type Node struct {
 
 	seqSeed  maphash.Seed
 	seqLocks [16]chan struct{} // PutSequential, by prefix hash
+
+	renewC chan *renewal // keep-alives for the renewer to batch
+	// dropRenewals makes every keep-alive fail with ErrTimeout. Tests only.
+	dropRenewals atomic.Bool
+
+	goneMu sync.Mutex
+	gone   map[LeaseID][]chan struct{} // guarded by goneMu; closed when the lease is removed here
 }
 
 // Open starts a member from cfg and returns at once, without waiting for a
@@ -59,12 +68,18 @@ type Node struct {
 // ErrInvalidConfig and name the rule; nothing is created then), creates
 // DataDir (0700) if missing, starts the transport and the raft peer.
 //
+// Open takes ownership of cfg.Transport, if set: Close closes it, and so
+// does Open if it fails.
+//
 // ctx bounds start-up only, not the node's life. With no InitialCluster
 // (or one naming only cfg.Name) the node is a one-node cluster and leads
 // at once. Close the node when done.
 func Open(ctx context.Context, cfg Config) (*Node, error) {
 	n, err := open(ctx, cfg)
 	if err != nil {
+		if cfg.Transport != nil {
+			cfg.Transport.Close() // owned from Open on; Close is idempotent
+		}
 		return nil, fmt.Errorf("concord.Open: %w", err)
 	}
 	return n, nil
@@ -106,7 +121,15 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 	if !c.static() {
 		peers = gossipPeers(rec)
 	}
-	f := fsm.New(fsm.Config{})
+	// The state machine reports lease changes to the node once it exists;
+	// the lessor's mirror is loaded after that, so it misses none.
+	var self atomic.Pointer[Node]
+	f := fsm.New(fsm.Config{OnLeases: func(lc fsm.LeaseCommit) {
+		if n := self.Load(); n != nil {
+			n.onLeases(lc)
+		}
+	}})
+	ls := lessor.New(lessor.Config{ElectionTimeout: c.electionTimeout(), Logger: log})
 	batch := 0 // raftnode's default
 	if c.DataDir == "" {
 		batch = memMaxProposalBatch
@@ -117,6 +140,7 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 		Peers:                  peers,
 		Transport:              tr,
 		Applier:                f,
+		LeaderService:          ls,
 		Logger:                 log,
 		TickInterval:           c.TickInterval,
 		ElectionTicks:          c.ElectionTicks,
@@ -147,6 +171,7 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 		id:       id,
 		rn:       rn,
 		fsm:      f,
+		ls:       ls,
 		mem:      mem,
 		log:      log,
 		names:    names,
@@ -154,6 +179,8 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 		readyC:   make(chan struct{}),
 		closingC: make(chan struct{}),
 		seqSeed:  maphash.MakeSeed(),
+		renewC:   make(chan *renewal, 1024),
+		gone:     map[LeaseID][]chan struct{}{},
 	}
 	for _, p := range peers {
 		n.addrs[p.ID] = p.Addr
@@ -170,16 +197,29 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 	for i := range n.seqLocks {
 		n.seqLocks[i] = make(chan struct{}, 1)
 	}
+	self.Store(n)
+	if err := ls.Load(rn.DB()); err != nil {
+		err = errors.Join(err, rn.Stop())
+		if mem != nil {
+			mem.Close()
+		}
+		return nil, err
+	}
+	ls.Start(rn)
 	bg, cancel := context.WithCancel(context.Background())
 	n.cancelBg = cancel
 	n.wg.Go(func() { n.awaitReady(bg) })
+	n.wg.Go(func() { n.renewer(bg) })
 	return n, nil
 }
 
-// newTransport returns the TCP transport on c.PeerAddr, or, without one,
-// an in-memory transport of a network of its own: a lone node that no
-// peer can reach needs no port.
+// newTransport returns c.Transport if set, else the TCP transport on
+// c.PeerAddr, or, without one, an in-memory transport of a network of its
+// own: a lone node that no peer can reach needs no port.
 func newTransport(c *Config, id uint64, log *slog.Logger) (transport.Transport, *transport.Network, error) {
+	if c.Transport != nil {
+		return c.Transport, nil, nil
+	}
 	if c.PeerAddr == "" {
 		mem := transport.NewNetwork(0)
 		return mem.Transport(id), mem, nil
@@ -206,8 +246,8 @@ func initialPeers(c *Config, id uint64, self string) ([]raftnode.Peer, map[uint6
 	}
 	var peers []raftnode.Peer
 	for name, addr := range c.InitialCluster {
-		peers = append(peers, raftnode.Peer{ID: memberID(name), Addr: addr})
-		names[memberID(name)] = name
+		peers = append(peers, raftnode.Peer{ID: MemberID(name), Addr: addr})
+		names[MemberID(name)] = name
 	}
 	slices.SortFunc(peers, func(a, b raftnode.Peer) int { return cmp.Compare(a.ID, b.ID) })
 	return peers, names
@@ -288,6 +328,7 @@ func (n *Node) Close() error {
 		n.closed.Store(true)
 		close(n.closingC)
 		n.cancelBg()
+		n.ls.Stop()
 		var mgrErr error
 		if n.mgr != nil {
 			mgrErr = n.mgr.Close() // no-op after Leave

@@ -1,7 +1,6 @@
 package concord
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -107,7 +106,7 @@ func (op *Op) check(c *Config, depth int) error {
 			return fmt.Errorf("%w: %d", ErrInvalidRevision, op.rev)
 		}
 	case opPut:
-		return op.checkPut(c)
+		return op.checkPut(c, depth)
 	case opTxn:
 		if depth >= maxTxnDepth {
 			return fmt.Errorf("%w: txns nested more than %d deep", ErrInvalidRequest, maxTxnDepth)
@@ -130,7 +129,7 @@ func (op *Op) check(c *Config, depth int) error {
 	return nil
 }
 
-func (op *Op) checkPut(c *Config) error {
+func (op *Op) checkPut(c *Config, depth int) error {
 	switch {
 	case len(op.key) == 0:
 		return ErrEmptyKey
@@ -138,10 +137,12 @@ func (op *Op) checkPut(c *Config) error {
 		return fmt.Errorf("%w: %d bytes, the limit is %d (Config.MaxKeySize)", ErrKeyTooLarge, len(op.key), c.MaxKeySize)
 	case len(op.val) > fsm.MaxValueSize:
 		return fmt.Errorf("%w: a value of %d bytes exceeds the state machine's limit of %d", ErrRequestTooLarge, len(op.val), fsm.MaxValueSize)
-	case op.hasTTL:
-		return fmt.Errorf("%w: WithTTL: leases are not available yet (%w)", ErrInvalidRequest, errors.ErrUnsupported)
-	case op.lease != NoLease:
-		return fmt.Errorf("%w: lease %d (leases are not available yet)", ErrLeaseNotFound, op.lease)
+	case op.hasTTL && depth > 0:
+		return fmt.Errorf("%w: WithTTL is for Put, Create, CompareAndSwap and PutSequential; in a Txn, Grant a lease and put WithLease", ErrInvalidRequest)
+	case op.hasTTL && (op.lease != NoLease || op.ignoreLease):
+		return fmt.Errorf("%w: WithTTL given with WithLease or WithIgnoreLease", ErrInvalidRequest)
+	case op.hasTTL && op.ttl < c.electionTimeout():
+		return fmt.Errorf("%w: WithTTL(%v) is under the minimum lease TTL of %v (the election timeout, Config.TickInterval × ElectionTicks)", ErrInvalidRequest, op.ttl, c.electionTimeout())
 	case op.ignoreValue && len(op.val) > 0:
 		return fmt.Errorf("%w: a value given with WithIgnoreValue", ErrInvalidRequest)
 	}

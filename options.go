@@ -4,8 +4,7 @@ import "time"
 
 // OpOption sets a per-call option of an Op (Put, Get, Delete, Watch and
 // their Op* forms). Options that do not apply to an operation are ignored,
-// as in etcd, except the lease options, which are refused while leases are
-// not available.
+// as in etcd.
 type OpOption func(*Op)
 
 // WithPrefix makes the operation cover every key starting with the key
@@ -71,19 +70,22 @@ func WithSerializable() OpOption {
 	return func(op *Op) { op.serializable = true }
 }
 
-// WithLease attaches the key a Put writes to lease id.
-//
-// Leases are not available yet: a Put with a lease other than NoLease is
-// refused with an error wrapping ErrLeaseNotFound.
+// WithLease attaches the key a Put writes to lease id: the key is deleted
+// when the lease expires or is revoked. A lease that does not exist gets
+// ErrLeaseNotFound. A later put of the key without WithLease detaches it.
+// A lease holds at most 2048 keys of 256 KiB in all (ErrRequestTooLarge
+// beyond), so that its revoke fits one command.
 func WithLease(id LeaseID) OpOption {
 	return func(op *Op) { op.lease = id }
 }
 
 // WithTTL attaches the key a Put writes to a lease of its own, granted
-// with ttl, so that the key is deleted ttl after its last put.
-//
-// Leases are not available yet: a Put with WithTTL is refused with an
-// error wrapping both ErrInvalidRequest and errors.ErrUnsupported.
+// with ttl just before the put, so that the key is deleted ttl after its
+// last put (etcd v2's ttl): sugar for Grant then WithLease. It is for Put,
+// Create, CompareAndSwap and PutSequential, not for ops in a Txn. ttl must
+// be at least the election timeout, as Grant's. Each such put grants a
+// lease; the one of an earlier put lingers, without the key, until its own
+// expiry.
 func WithTTL(ttl time.Duration) OpOption {
 	return func(op *Op) { op.ttl, op.hasTTL = ttl, true }
 }

@@ -47,6 +47,9 @@ func (n *Node) read(ctx context.Context, req *command.RangeRequest) (*command.Re
 			return nil, n.raftErr(err)
 		}
 	}
+	if resp, ok := n.fsm.Cached(req); ok {
+		return resp, codeErr(resp)
+	}
 	var resp *command.Response
 	err := n.view(func(txn *badger.Txn) error {
 		var err error

@@ -55,6 +55,13 @@ func (n *Node) putSequential(ctx context.Context, prefix, val string, opts []OpO
 	if err := probe.check(&n.cfg, 0); err != nil {
 		return "", nil, err
 	}
+	if probe.hasTTL {
+		if err := n.ttlLease(ctx, &probe); err != nil {
+			return "", nil, err
+		}
+		id := probe.lease
+		opts = append(opts[:len(opts):len(opts)], func(op *Op) { op.lease, op.hasTTL = id, false })
+	}
 	if err := n.waitReady(ctx); err != nil {
 		return "", nil, err
 	}

@@ -12,8 +12,7 @@ import (
 
 // Put sets key to val and returns once the write is committed on a quorum
 // and applied on this node. Options: WithPrevKV, WithIgnoreValue,
-// WithIgnoreLease (WithLease and WithTTL are refused while leases are not
-// available).
+// WithLease, WithIgnoreLease, WithTTL.
 //
 // Bad input (an empty key, a key over Config.MaxKeySize, a request over
 // Config.MaxRequestBytes) is refused before anything is proposed. If ctx
@@ -39,6 +38,9 @@ func (n *Node) put(ctx context.Context, op *Op) (*PutResponse, error) {
 		return nil, err
 	}
 	if err := op.check(&n.cfg, 0); err != nil {
+		return nil, err
+	}
+	if err := n.ttlLease(ctx, op); err != nil {
 		return nil, err
 	}
 	resp, err := n.write(ctx, op.request())
@@ -165,6 +167,12 @@ func (n *Node) putIf(ctx context.Context, cmp Cmp, v any, put Op, failErr error)
 	if err := n.alive(); err != nil {
 		return nil, err
 	}
+	if err := put.check(&n.cfg, 0); err != nil {
+		return nil, err
+	}
+	if err := n.ttlLease(ctx, &put); err != nil {
+		return nil, err
+	}
 	op := OpTxn([]Cmp{Compare(cmp, "=", v)}, []Op{put}, nil)
 	resp, err := n.commitTxn(ctx, &op)
 	if err != nil {
@@ -199,6 +207,21 @@ func (n *Node) compareAndDelete(ctx context.Context, key, old string) (*DeleteRe
 		return nil, ErrCompareFailed
 	}
 	return resp.Responses[0].Del(), nil
+}
+
+// ttlLease turns op's WithTTL into a lease of its own, granted now: the
+// key goes ttl after this put, unless put again. Call it once op is
+// checked.
+func (n *Node) ttlLease(ctx context.Context, op *Op) error {
+	if !op.hasTTL {
+		return nil
+	}
+	id, err := n.grant(ctx, op.ttl)
+	if err != nil {
+		return err
+	}
+	op.lease, op.hasTTL = id, false
+	return nil
 }
 
 // localHeader is a header for a write whose result is unknown: the

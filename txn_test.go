@@ -1,7 +1,6 @@
 package concord_test
 
 import (
-	"errors"
 	"math"
 	"slices"
 	"testing"
@@ -303,7 +302,8 @@ func TestOpOptionsIgnoredOrRefused(t *testing.T) {
 	if _, err := n.Put(ctx, "k", "v", concord.WithPrefix()); err != nil {
 		t.Fatal(err)
 	}
-	unchanged(t, n, errors.ErrUnsupported, func() error {
+	// A TTL under the floor is refused before any lease is granted.
+	unchanged(t, n, concord.ErrInvalidRequest, func() error {
 		_, err := n.Put(ctx, "k", "v", concord.WithTTL(5))
 		return err
 	})

@@ -3,7 +3,6 @@ package concord_test
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -54,7 +53,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		"future revision":   {concord.ErrFutureRev, func() error { _, err := n.Get(ctx, "k", concord.WithRev(1000)); return err }},
 		"compact negative":  {concord.ErrInvalidRevision, func() error { return n.Compact(ctx, -5) }},
 		"lease":             {concord.ErrLeaseNotFound, func() error { _, err := n.Put(ctx, "k", "v", concord.WithLease(42)); return err }},
-		"ttl":               {errors.ErrUnsupported, func() error { _, err := n.Put(ctx, "k", "v", concord.WithTTL(time.Second)); return err }},
+		"ttl":               {concord.ErrInvalidRequest, func() error { _, err := n.Put(ctx, "k", "v", concord.WithTTL(-time.Second)); return err }},
 		"value with ignore value": {concord.ErrInvalidRequest, func() error {
 			_, err := n.Put(ctx, "k", "v", concord.WithIgnoreValue())
 			return err
@@ -166,19 +165,26 @@ func TestOpenValidation(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			cfg := base()
 			tc.edit(&cfg)
-			n, err := concord.Open(context.Background(), cfg)
-			if err == nil {
-				n.Close()
-				t.Fatal("Open accepted an invalid config")
-			}
-			wantErr(t, err, concord.ErrInvalidConfig)
-			if !strings.Contains(err.Error(), tc.rule) {
-				t.Fatalf("error %q does not name the rule %q", err, tc.rule)
-			}
+			openRefused(t, cfg, tc.rule)
 			if _, err := os.Stat(cfg.DataDir); !os.IsNotExist(err) {
 				t.Fatalf("DataDir was created for an invalid config (%v)", err)
 			}
 		})
+	}
+}
+
+// openRefused fails t unless Open refuses cfg with ErrInvalidConfig and
+// an error naming rule.
+func openRefused(t *testing.T, cfg concord.Config, rule string) {
+	t.Helper()
+	n, err := concord.Open(context.Background(), cfg)
+	if err == nil {
+		n.Close()
+		t.Fatal("Open accepted an invalid config")
+	}
+	wantErr(t, err, concord.ErrInvalidConfig)
+	if !strings.Contains(err.Error(), rule) {
+		t.Fatalf("error %q does not name the rule %q", err, rule)
 	}
 }
 

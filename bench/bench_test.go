@@ -164,3 +164,30 @@ func checkContract(ctx context.Context, t *testing.T, c Cluster) {
 		}
 	}
 }
+
+// TestLeaseScenario: every system keeps a few leases alive from 3 members;
+// the scenario counts keep-alive responses, and concord's keep-alives
+// write no raft entry.
+func TestLeaseScenario(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real clusters")
+	}
+	for _, sys := range systems {
+		t.Run(sys.Name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			const ttl = 3 * time.Second
+			r, err := runLeases(ctx, sys, 3, 30, ttl, ttl, 2*time.Second, t.TempDir(), false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// 30 leases renewed every TTL/3: 30 responses a second.
+			if r.leases != 30 || r.kaPerSec < 15 || r.kaPerSec > 60 {
+				t.Fatalf("%+v", r)
+			}
+			if sys.Name == "concord" && r.entriesPerSec != 0 {
+				t.Fatalf("keep-alives wrote %.1f raft entries/s", r.entriesPerSec)
+			}
+		})
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/concordkv/concord"
 )
@@ -15,7 +17,8 @@ import (
 // raft to each other over TCP on 127.0.0.1. Clients are the *concord.Node
 // methods themselves: direct calls, no sockets.
 type concordCluster struct {
-	nodes []*concord.Node
+	nodes  []*concord.Node
+	drains sync.WaitGroup // keep-alive readers of the lease scenario
 }
 
 // openConcord starts nodes members from concord.DefaultConfig() (100 ms tick,
@@ -83,6 +86,7 @@ func (c *concordCluster) Close() error {
 	}
 	var mu sync.Mutex
 	var errs []error
+	defer c.drains.Wait() // their channels close with the nodes
 	for _, group := range [][]*concord.Node{followers, rest} {
 		var wg sync.WaitGroup
 		for _, n := range group {
@@ -140,3 +144,29 @@ func (s concordStore) CAS(ctx context.Context, key, old, new string) (bool, erro
 }
 
 func (s concordStore) Close() error { return nil }
+
+// KeepLeases implements LeaseCluster: Grant and KeepAlive on member i.
+func (c *concordCluster) KeepLeases(ctx context.Context, i, n int, ttl time.Duration, responses *atomic.Int64) error {
+	node := c.nodes[i%len(c.nodes)]
+	return grantAll(ctx, n, func(gctx context.Context) error {
+		id, err := node.Grant(gctx, ttl)
+		if err != nil {
+			return err
+		}
+		ch, err := node.KeepAlive(ctx, id)
+		if err != nil {
+			return err
+		}
+		drain(&c.drains, ch, responses)
+		return nil
+	})
+}
+
+// CommitIndex implements LeaseCluster.
+func (c *concordCluster) CommitIndex() uint64 {
+	var idx uint64
+	for _, n := range c.nodes {
+		idx = max(idx, n.Status().CommitIndex)
+	}
+	return idx
+}

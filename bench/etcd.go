@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -22,6 +23,7 @@ import (
 // function calls into the member's gRPC service implementation, no sockets.
 type etcdCluster struct {
 	members []*embed.Etcd
+	drains  sync.WaitGroup // keep-alive readers and client closers of the lease scenario
 }
 
 func openEtcd(ctx context.Context, nodes int, dir string) (Cluster, error) {
@@ -125,6 +127,7 @@ func (c *etcdCluster) Close() error {
 		}
 		wg.Wait()
 	}
+	c.drains.Wait()
 	return nil
 }
 
@@ -166,3 +169,35 @@ func (s *etcdStore) CAS(ctx context.Context, key, old, new string) (bool, error)
 }
 
 func (s *etcdStore) Close() error { return s.cli.Close() }
+
+// KeepLeases implements LeaseCluster: clientv3 Grant and KeepAlive on
+// member i, through one client that closes when ctx ends.
+func (c *etcdCluster) KeepLeases(ctx context.Context, i, n int, ttl time.Duration, responses *atomic.Int64) error {
+	cli := v3client.New(c.members[i%len(c.members)].Server)
+	c.drains.Go(func() {
+		<-ctx.Done()
+		cli.Close()
+	})
+	secs := int64(ttl / time.Second)
+	return grantAll(ctx, n, func(gctx context.Context) error {
+		g, err := cli.Grant(gctx, secs)
+		if err != nil {
+			return err
+		}
+		ch, err := cli.KeepAlive(ctx, g.ID)
+		if err != nil {
+			return err
+		}
+		drain(&c.drains, ch, responses)
+		return nil
+	})
+}
+
+// CommitIndex implements LeaseCluster.
+func (c *etcdCluster) CommitIndex() uint64 {
+	var idx uint64
+	for _, m := range c.members {
+		idx = max(idx, m.Server.CommittedIndex())
+	}
+	return idx
+}

@@ -42,6 +42,8 @@ func mainErr() error {
 		dirFlag    = flag.String("dir", "", "parent directory for the data directories (default: the system temp dir); must be on the disk you want to measure")
 		keep       = flag.Bool("keep", false, "keep the data directories after the run")
 		cpuprofile = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+		leases     = flag.Int("leases", 0, "run the lease scenario instead of the workloads: this many leases kept alive, spread over the members")
+		leaseTTL   = flag.Duration("lease-ttl", 10*time.Second, "TTL of the lease scenario's leases (whole seconds, for etcd)")
 	)
 	flag.Parse()
 
@@ -113,6 +115,10 @@ func mainErr() error {
 		fmt.Printf("load average at start: %s (other processes share the CPUs and the disk)\n", la)
 	}
 	fmt.Println()
+
+	if *leases > 0 {
+		return runLeaseScenario(ctx, selected, sizes, *leases, *leaseTTL, *warmup, *duration, *dirFlag, *keep)
+	}
 
 	e := newEnv(*nkeys, *valueSize)
 	var rows []row

@@ -58,9 +58,16 @@ var ErrCommandTooLarge = errors.New("raftnode: command writes too much for one t
 // Txn is the transaction an Apply call reads and writes through. It
 // reads its own writes.
 type Txn struct {
-	txn *badger.Txn
-	c   *chain // counts the writes, so apply commits early between commands
+	txn  *badger.Txn
+	c    *chain // counts the writes, so apply commits early between commands
+	term uint64
 }
+
+// Term returns the raft term of the entry being applied: the term of the
+// leader that appended it to the log, the same on every peer. A command
+// proposed by the leader of term t is applied from an entry of term t
+// unless it was lost and proposed again later, through another leader.
+func (t *Txn) Term() uint64 { return t.term }
 
 // Get returns a copy of key's value, or badger.ErrKeyNotFound.
 func (t *Txn) Get(key []byte) ([]byte, error) {

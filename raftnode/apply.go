@@ -76,7 +76,7 @@ func (l *loop) apply(c *chain, ents []*pb.Entry) (applied, error) {
 						return out, err
 					}
 				}
-				res, err := n.cfg.Applier.Apply(&Txn{txn: c.txn, c: c}, idx, p.GetData())
+				res, err := n.cfg.Applier.Apply(&Txn{txn: c.txn, c: c, term: e.GetTerm()}, idx, p.GetData())
 				if err != nil {
 					return out, fmt.Errorf("entry %d: %w", idx, err)
 				}

@@ -41,6 +41,9 @@ type Config struct {
 	Transport transport.Transport
 	// Applier is the replicated state machine. Required.
 	Applier Applier
+	// LeaderService, if set, serves CallLeader calls while this peer
+	// leads. Optional: without it CallLeader returns ErrNoLeaderService.
+	LeaderService LeaderService
 	// Logger receives raft's and badger's logs; nil discards them.
 	Logger *slog.Logger
 

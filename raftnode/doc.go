@@ -7,6 +7,7 @@
 //	Propose      -> propC --+                  +--> Transport.Send / SendSnapshot
 //	ReadIndex    -> readC --+                  |
 //	conf changes -> funcC --+--> loop (one goroutine owns raft.RawNode)
+//	CallLeader   -> callC --+
 //	Transport    -> recvC --+       | Ready:
 //	                                | 1. install a received snapshot (spooled file)
 //	                                | 2. persist Entries + HardState and
@@ -61,6 +62,16 @@
 // raft, and when raft accepts it restores from the file. The streamed state
 // may be newer than the snapshot's raft metadata; the entries in between
 // are skipped by the applied-index check.
+//
+// # Leader calls
+//
+// [Node.CallLeader] asks the leader's [LeaderService] something that needs
+// its volatile state but no log entry (concord's lease keep-alives): a
+// follower sends the call to the leader outside the log, as a raftpb
+// message of a type raft keeps inside a process, so transports and their
+// faults carry it like raft's own traffic; the leader serves it on the raft
+// goroutine and sends the answer back. Unanswered calls are sent again on
+// a leader change and after an election timeout.
 //
 // # Membership
 //

@@ -31,14 +31,13 @@ import (
 	"hash/fnv"
 	"math"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/anishathalye/porcupine"
 
+	"github.com/concordkv/concord/internal/lintest"
 	"github.com/concordkv/concord/raftnode"
 	"github.com/concordkv/concord/raftnode/raftnodetest"
 )
@@ -57,34 +56,9 @@ const (
 )
 
 func TestLinearizability(t *testing.T) {
-	var seeds []int64
-	if *linSeed != 0 {
-		seeds = append(seeds, *linSeed)
-	} else {
-		for s := int64(1); s <= int64(*linSeeds); s++ {
-			seeds = append(seeds, s)
-		}
-	}
-	stalled := 0
-	for _, seed := range seeds {
-		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			t.Logf("seed %d (rerun: go test ./raftnode -run 'Linearizab' -lin.seed %d -v)", seed, seed)
-			defer func() {
-				if t.Failed() {
-					t.Logf("FAILED with seed %d: go test ./raftnode -run 'Linearizab' -lin.seed %d -v", seed, seed)
-				}
-			}()
-			if !runLinearizability(t, seed, *linDuration) {
-				stalled++
-			}
-		})
-	}
-	// A harsh schedule (say, the leader isolated twice in a row, no heal)
-	// can stall a seed's whole workload; many stalled seeds mean a liveness
-	// bug, or a test that checks nothing.
-	if stalled > len(seeds)/4 {
-		t.Errorf("%d of %d seeds made no progress (no write or no read succeeded)", stalled, len(seeds))
-	}
+	lintest.Run(t, lintest.Seeds(*linSeed, *linSeeds),
+		"go test ./raftnode -run 'Linearizab' -lin.seed %d -v",
+		func(t *testing.T, seed int64) bool { return runLinearizability(t, seed, *linDuration) })
 }
 
 // --- the register model -------------------------------------------------
@@ -360,37 +334,14 @@ func (r *linRun) read(ctx context.Context, n *raftnode.Node, i, id int) {
 // drop, delay, duplicate and reorder rates. Every decision comes from rng.
 func (r *linRun) nemesis(rng *rand.Rand) {
 	c, net := r.c, r.c.Network()
-	setFaults := func() {
-		net.SetDropRate(rng.Float64() * 0.05)
-		lo := time.Duration(rng.IntN(1000)) * time.Microsecond
-		net.SetDelay(lo, lo+time.Duration(rng.IntN(4000))*time.Microsecond)
-		net.SetDuplicateRate(rng.Float64() * 0.05)
-		net.SetReorderRate(rng.Float64() * 0.05)
-	}
-	setFaults()
+	lintest.SetFaults(net, rng)
 	maxDown := (r.n - 1) / 2 // a quorum stays up, so healing always restores progress
 	type crash struct{ peer, steps int }
 	var crashed []crash
-	// leader returns a running peer that believes it leads, else a random
-	// peer (pick is drawn either way, so later draws do not depend on it).
 	leader := func() int {
-		pick := rng.IntN(r.n)
-		for k := 0; k < r.n; k++ {
-			if n := c.Node(k); n != nil && n.IsLeader() {
-				return k
-			}
-		}
-		return pick
+		return lintest.Leader(rng, r.n, func(i int) bool { n := c.Node(i); return n != nil && n.IsLeader() })
 	}
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	for {
-		select { // pacing between actions, not a wait on a condition
-		case <-timer.C:
-		case <-r.stop:
-			return
-		}
-		timer.Reset(time.Duration(30+rng.IntN(170)) * time.Millisecond)
+	lintest.Every(rng, r.stop, func() bool {
 		// Restart crashed peers whose downtime is over.
 		kept := crashed[:0]
 		for _, cr := range crashed {
@@ -403,7 +354,7 @@ func (r *linRun) nemesis(rng *rand.Rand) {
 			r.peerMu[cr.peer].Unlock()
 			if err != nil {
 				r.t.Errorf("restart peer %d: %v", cr.peer+1, err)
-				return
+				return false
 			}
 			r.setDown(cr.peer, false)
 		}
@@ -434,9 +385,10 @@ func (r *linRun) nemesis(rng *rand.Rand) {
 			crashed = append(crashed, crash{i, steps})
 			r.stats.crashes++
 		default:
-			setFaults()
+			lintest.SetFaults(net, rng)
 		}
-	}
+		return true
+	})
 }
 
 // checkConvergence waits until every peer, after a ReadIndex, holds the same
@@ -479,35 +431,20 @@ func (r *linRun) checkConvergence(ctx context.Context) {
 	}
 }
 
-// check runs porcupine on the history; on a violation it writes the
-// visualization to a file and logs its path.
+// check runs porcupine on the history, without the writes
+// pruneUnobserved leaves out; a violation writes the visualization to a
+// file whose path is logged.
 func (r *linRun) check() {
 	t := r.t
 	history, dropped := pruneUnobserved(r.history)
-	began := time.Now()
-	res := porcupine.CheckOperationsTimeout(linModel, history, linCheckTime)
-	t.Logf("porcupine: %s on %d operations (%d unobserved unknown writes left out) in %v",
-		res, len(history), dropped, time.Since(began).Round(time.Millisecond))
-	switch res {
+	t.Logf("%d unobserved unknown writes left out of %d operations", dropped, len(r.history))
+	switch lintest.Check(t, linModel, history, nil, "", linCheckTime) {
 	case porcupine.Ok:
-		return
 	case porcupine.Unknown:
 		t.Errorf("porcupine timed out after %v on %d operations: the history is too long to check", linCheckTime, len(history))
 	default:
 		t.Errorf("history of %d operations is not linearizable", len(history))
 	}
-	_, info := porcupine.CheckOperationsVerbose(linModel, history, linCheckTime)
-	dir, err := os.MkdirTemp("", "concord-linearizability-")
-	if err != nil {
-		t.Logf("visualization: %v", err)
-		return
-	}
-	path := filepath.Join(dir, "history.html")
-	if err := porcupine.VisualizePath(linModel, info, path); err != nil {
-		t.Logf("visualization: %v", err)
-		return
-	}
-	t.Logf("visualization: %s", path)
 }
 
 // pruneUnobserved leaves out the writes of unknown outcome whose value no

@@ -28,6 +28,8 @@ type loop struct {
 
 	pending  map[uint64]*proposal // by seq: proposed, result not yet delivered
 	toSend   []*proposal          // to (re)propose once a leader is known
+	calls    map[uint64]*call     // by seq: CallLeader calls not yet answered
+	callsDue bool                 // some calls are to be sent
 	reads    readState
 	dedup    dedupTable
 	spools   map[uint64]string // snapshot index -> spooled body
@@ -45,6 +47,7 @@ func newLoop(n *Node) (*loop, error) {
 		n:        n,
 		st:       n.st,
 		pending:  map[uint64]*proposal{},
+		calls:    map[uint64]*call{},
 		spools:   map[uint64]string{},
 		changedC: make(chan struct{}),
 	}
@@ -208,6 +211,10 @@ func (l *loop) run() {
 			}
 		case f := <-n.funcC:
 			f(l)
+		case c := <-n.callC:
+			l.addCall(c)
+		case r := <-n.replyC:
+			l.onReply(r)
 		case r := <-n.reportC:
 			if r.snapshot {
 				st := raft.SnapshotFinish
@@ -222,11 +229,16 @@ func (l *loop) run() {
 			return
 		}
 		l.flushProposals()
+		l.flushCalls()
 		l.startRead()
 	}
 }
 
 func (l *loop) step(m *pb.Message) {
+	if m.GetType() == callMsgType {
+		l.onPeerCall(m)
+		return
+	}
 	if err := l.rn.Step(m); err != nil && !errors.Is(err, raft.ErrStepPeerNotFound) && !errors.Is(err, raft.ErrStepLocalMsg) {
 		l.n.log.Debug("raft step", "err", err)
 	}
@@ -246,6 +258,7 @@ func (l *loop) onTick() {
 		}
 	}
 	l.reads.expire(l.tick, retry)
+	l.tickCalls()
 }
 
 // onLeaderChange resends what the old leader may have dropped.
@@ -257,6 +270,7 @@ func (l *loop) onLeaderChange() {
 		}
 	}
 	l.reads.retryInflight()
+	l.resendCalls()
 }
 
 // notifyChanged wakes waiters on the leader or term; call it after

@@ -40,6 +40,8 @@ type Node struct {
 	readC   chan *readRequest
 	funcC   chan func(*loop)
 	reportC chan report
+	callC   chan *call
+	replyC  chan callReply
 
 	stopC     chan struct{}
 	doneC     chan struct{}
@@ -111,6 +113,8 @@ func start(cfg Config, db *badger.DB) (*Node, error) {
 		readC:   make(chan *readRequest, 4096),
 		funcC:   make(chan func(*loop), 64),
 		reportC: make(chan report, 1024),
+		callC:   make(chan *call, 1024),
+		replyC:  make(chan callReply, 4096),
 		stopC:   make(chan struct{}),
 		doneC:   make(chan struct{}),
 		tmpDir:  tmpSnapDir,

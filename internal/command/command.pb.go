@@ -43,9 +43,15 @@ const (
 	Code_KEY_NOT_FOUND Code = 4
 	// LEASE_NOT_FOUND: a put names a lease that does not exist.
 	Code_LEASE_NOT_FOUND Code = 5
-	// TOO_LARGE: a key or value over the state machine's hard limits, or a
-	// command whose writes exceed one command's budget.
+	// TOO_LARGE: a key or value over the state machine's hard limits, a
+	// command whose writes exceed one command's budget, or a put that would
+	// attach more keys to a lease than it may hold.
 	Code_TOO_LARGE Code = 6
+	// LEASE_EXISTS: a grant names a lease id that is taken.
+	Code_LEASE_EXISTS Code = 7
+	// STALE: a lessor command (expire, checkpoint) that reached the log in
+	// another term than the one its lessor led in.
+	Code_STALE Code = 8
 )
 
 // Enum value maps for Code.
@@ -58,6 +64,8 @@ var (
 		4: "KEY_NOT_FOUND",
 		5: "LEASE_NOT_FOUND",
 		6: "TOO_LARGE",
+		7: "LEASE_EXISTS",
+		8: "STALE",
 	}
 	Code_value = map[string]int32{
 		"OK":              0,
@@ -67,6 +75,8 @@ var (
 		"KEY_NOT_FOUND":   4,
 		"LEASE_NOT_FOUND": 5,
 		"TOO_LARGE":       6,
+		"LEASE_EXISTS":    7,
+		"STALE":           8,
 	}
 )
 
@@ -518,6 +528,10 @@ type Request struct {
 	//	*Request_DeleteRange
 	//	*Request_Txn
 	//	*Request_Compaction
+	//	*Request_LeaseGrant
+	//	*Request_LeaseRevoke
+	//	*Request_LeaseExpire
+	//	*Request_LeaseCheckpoint
 	Request       isRequest_Request `protobuf_oneof:"request"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -605,6 +619,42 @@ func (x *Request) GetCompaction() *CompactionRequest {
 	return nil
 }
 
+func (x *Request) GetLeaseGrant() *LeaseGrantRequest {
+	if x != nil {
+		if x, ok := x.Request.(*Request_LeaseGrant); ok {
+			return x.LeaseGrant
+		}
+	}
+	return nil
+}
+
+func (x *Request) GetLeaseRevoke() *LeaseRevokeRequest {
+	if x != nil {
+		if x, ok := x.Request.(*Request_LeaseRevoke); ok {
+			return x.LeaseRevoke
+		}
+	}
+	return nil
+}
+
+func (x *Request) GetLeaseExpire() *LeaseExpireRequest {
+	if x != nil {
+		if x, ok := x.Request.(*Request_LeaseExpire); ok {
+			return x.LeaseExpire
+		}
+	}
+	return nil
+}
+
+func (x *Request) GetLeaseCheckpoint() *LeaseCheckpointRequest {
+	if x != nil {
+		if x, ok := x.Request.(*Request_LeaseCheckpoint); ok {
+			return x.LeaseCheckpoint
+		}
+	}
+	return nil
+}
+
 type isRequest_Request interface {
 	isRequest_Request()
 }
@@ -629,6 +679,23 @@ type Request_Compaction struct {
 	Compaction *CompactionRequest `protobuf:"bytes,5,opt,name=compaction,proto3,oneof"`
 }
 
+type Request_LeaseGrant struct {
+	LeaseGrant *LeaseGrantRequest `protobuf:"bytes,6,opt,name=lease_grant,json=leaseGrant,proto3,oneof"`
+}
+
+type Request_LeaseRevoke struct {
+	LeaseRevoke *LeaseRevokeRequest `protobuf:"bytes,7,opt,name=lease_revoke,json=leaseRevoke,proto3,oneof"`
+}
+
+type Request_LeaseExpire struct {
+	LeaseExpire *LeaseExpireRequest `protobuf:"bytes,8,opt,name=lease_expire,json=leaseExpire,proto3,oneof"`
+}
+
+type Request_LeaseCheckpoint struct {
+	// 9 is kept for the atomic claim building block of queues.
+	LeaseCheckpoint *LeaseCheckpointRequest `protobuf:"bytes,10,opt,name=lease_checkpoint,json=leaseCheckpoint,proto3,oneof"` // 11..15 are kept for the next commands.
+}
+
 func (*Request_Range) isRequest_Request() {}
 
 func (*Request_Put) isRequest_Request() {}
@@ -638,6 +705,14 @@ func (*Request_DeleteRange) isRequest_Request() {}
 func (*Request_Txn) isRequest_Request() {}
 
 func (*Request_Compaction) isRequest_Request() {}
+
+func (*Request_LeaseGrant) isRequest_Request() {}
+
+func (*Request_LeaseRevoke) isRequest_Request() {}
+
+func (*Request_LeaseExpire) isRequest_Request() {}
+
+func (*Request_LeaseCheckpoint) isRequest_Request() {}
 
 // Response is Apply's result for one Request.
 type Response struct {
@@ -659,6 +734,10 @@ type Response struct {
 	//	*Response_DeleteRange
 	//	*Response_Txn
 	//	*Response_Compaction
+	//	*Response_LeaseGrant
+	//	*Response_LeaseRevoke
+	//	*Response_LeaseExpire
+	//	*Response_LeaseCheckpoint
 	Response      isResponse_Response `protobuf_oneof:"response"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -774,6 +853,42 @@ func (x *Response) GetCompaction() *CompactionResponse {
 	return nil
 }
 
+func (x *Response) GetLeaseGrant() *LeaseGrantResponse {
+	if x != nil {
+		if x, ok := x.Response.(*Response_LeaseGrant); ok {
+			return x.LeaseGrant
+		}
+	}
+	return nil
+}
+
+func (x *Response) GetLeaseRevoke() *LeaseRevokeResponse {
+	if x != nil {
+		if x, ok := x.Response.(*Response_LeaseRevoke); ok {
+			return x.LeaseRevoke
+		}
+	}
+	return nil
+}
+
+func (x *Response) GetLeaseExpire() *LeaseRevokeResponse {
+	if x != nil {
+		if x, ok := x.Response.(*Response_LeaseExpire); ok {
+			return x.LeaseExpire
+		}
+	}
+	return nil
+}
+
+func (x *Response) GetLeaseCheckpoint() *LeaseCheckpointResponse {
+	if x != nil {
+		if x, ok := x.Response.(*Response_LeaseCheckpoint); ok {
+			return x.LeaseCheckpoint
+		}
+	}
+	return nil
+}
+
 type isResponse_Response interface {
 	isResponse_Response()
 }
@@ -798,6 +913,22 @@ type Response_Compaction struct {
 	Compaction *CompactionResponse `protobuf:"bytes,9,opt,name=compaction,proto3,oneof"`
 }
 
+type Response_LeaseGrant struct {
+	LeaseGrant *LeaseGrantResponse `protobuf:"bytes,10,opt,name=lease_grant,json=leaseGrant,proto3,oneof"`
+}
+
+type Response_LeaseRevoke struct {
+	LeaseRevoke *LeaseRevokeResponse `protobuf:"bytes,11,opt,name=lease_revoke,json=leaseRevoke,proto3,oneof"`
+}
+
+type Response_LeaseExpire struct {
+	LeaseExpire *LeaseRevokeResponse `protobuf:"bytes,12,opt,name=lease_expire,json=leaseExpire,proto3,oneof"`
+}
+
+type Response_LeaseCheckpoint struct {
+	LeaseCheckpoint *LeaseCheckpointResponse `protobuf:"bytes,13,opt,name=lease_checkpoint,json=leaseCheckpoint,proto3,oneof"`
+}
+
 func (*Response_Range) isResponse_Response() {}
 
 func (*Response_Put) isResponse_Response() {}
@@ -807,6 +938,14 @@ func (*Response_DeleteRange) isResponse_Response() {}
 func (*Response_Txn) isResponse_Response() {}
 
 func (*Response_Compaction) isResponse_Response() {}
+
+func (*Response_LeaseGrant) isResponse_Response() {}
+
+func (*Response_LeaseRevoke) isResponse_Response() {}
+
+func (*Response_LeaseExpire) isResponse_Response() {}
+
+func (*Response_LeaseCheckpoint) isResponse_Response() {}
 
 type RangeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1856,6 +1995,405 @@ func (*CompactionResponse) Descriptor() ([]byte, []int) {
 	return file_command_proto_rawDescGZIP(), []int{16}
 }
 
+// LeaseGrantRequest creates lease id (> 0, unused) with ttl nanoseconds
+// (> 0) to live. Granting writes no revision.
+type LeaseGrantRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Ttl           int64                  `protobuf:"varint,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseGrantRequest) Reset() {
+	*x = LeaseGrantRequest{}
+	mi := &file_command_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseGrantRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseGrantRequest) ProtoMessage() {}
+
+func (x *LeaseGrantRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseGrantRequest.ProtoReflect.Descriptor instead.
+func (*LeaseGrantRequest) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *LeaseGrantRequest) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *LeaseGrantRequest) GetTtl() int64 {
+	if x != nil {
+		return x.Ttl
+	}
+	return 0
+}
+
+type LeaseGrantResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Ttl           int64                  `protobuf:"varint,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseGrantResponse) Reset() {
+	*x = LeaseGrantResponse{}
+	mi := &file_command_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseGrantResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseGrantResponse) ProtoMessage() {}
+
+func (x *LeaseGrantResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseGrantResponse.ProtoReflect.Descriptor instead.
+func (*LeaseGrantResponse) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *LeaseGrantResponse) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *LeaseGrantResponse) GetTtl() int64 {
+	if x != nil {
+		return x.Ttl
+	}
+	return 0
+}
+
+// LeaseRevokeRequest deletes lease id and every key attached to it, in one
+// revision (none if it holds no key).
+type LeaseRevokeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseRevokeRequest) Reset() {
+	*x = LeaseRevokeRequest{}
+	mi := &file_command_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseRevokeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseRevokeRequest) ProtoMessage() {}
+
+func (x *LeaseRevokeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseRevokeRequest.ProtoReflect.Descriptor instead.
+func (*LeaseRevokeRequest) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *LeaseRevokeRequest) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+type LeaseRevokeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// deleted is the number of keys deleted with the lease.
+	Deleted       int64 `protobuf:"varint,1,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseRevokeResponse) Reset() {
+	*x = LeaseRevokeResponse{}
+	mi := &file_command_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseRevokeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseRevokeResponse) ProtoMessage() {}
+
+func (x *LeaseRevokeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseRevokeResponse.ProtoReflect.Descriptor instead.
+func (*LeaseRevokeResponse) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *LeaseRevokeResponse) GetDeleted() int64 {
+	if x != nil {
+		return x.Deleted
+	}
+	return 0
+}
+
+// LeaseExpireRequest is a revoke proposed by the lessor of the leader of
+// term when lease id is due by its clock. It is refused with STALE unless
+// the entry holding it is of term.
+type LeaseExpireRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Term          uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseExpireRequest) Reset() {
+	*x = LeaseExpireRequest{}
+	mi := &file_command_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseExpireRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseExpireRequest) ProtoMessage() {}
+
+func (x *LeaseExpireRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseExpireRequest.ProtoReflect.Descriptor instead.
+func (*LeaseExpireRequest) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *LeaseExpireRequest) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *LeaseExpireRequest) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+// LeaseCheckpoint records what is left of a lease's time to live, in
+// nanoseconds; 0 clears the record (the lease was renewed: a new lessor
+// gives it its whole ttl).
+type LeaseCheckpoint struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Remaining     int64                  `protobuf:"varint,2,opt,name=remaining,proto3" json:"remaining,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseCheckpoint) Reset() {
+	*x = LeaseCheckpoint{}
+	mi := &file_command_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseCheckpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseCheckpoint) ProtoMessage() {}
+
+func (x *LeaseCheckpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseCheckpoint.ProtoReflect.Descriptor instead.
+func (*LeaseCheckpoint) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *LeaseCheckpoint) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *LeaseCheckpoint) GetRemaining() int64 {
+	if x != nil {
+		return x.Remaining
+	}
+	return 0
+}
+
+// LeaseCheckpointRequest records the remaining time of leases, as the
+// lessor of the leader of term sees it, so that a later lessor carries it
+// over. Leases that do not exist are skipped. Refused with STALE unless
+// the entry holding it is of term.
+type LeaseCheckpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Term          uint64                 `protobuf:"varint,1,opt,name=term,proto3" json:"term,omitempty"`
+	Checkpoints   []*LeaseCheckpoint     `protobuf:"bytes,2,rep,name=checkpoints,proto3" json:"checkpoints,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseCheckpointRequest) Reset() {
+	*x = LeaseCheckpointRequest{}
+	mi := &file_command_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseCheckpointRequest) ProtoMessage() {}
+
+func (x *LeaseCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*LeaseCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *LeaseCheckpointRequest) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *LeaseCheckpointRequest) GetCheckpoints() []*LeaseCheckpoint {
+	if x != nil {
+		return x.Checkpoints
+	}
+	return nil
+}
+
+type LeaseCheckpointResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseCheckpointResponse) Reset() {
+	*x = LeaseCheckpointResponse{}
+	mi := &file_command_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseCheckpointResponse) ProtoMessage() {}
+
+func (x *LeaseCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*LeaseCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{24}
+}
+
 var File_command_proto protoreflect.FileDescriptor
 
 const file_command_proto_rawDesc = "" +
@@ -1875,7 +2413,7 @@ const file_command_proto_rawDesc = "" +
 	"\tEventType\x12\a\n" +
 	"\x03PUT\x10\x00\x12\n" +
 	"\n" +
-	"\x06DELETE\x10\x01\"\xbd\x02\n" +
+	"\x06DELETE\x10\x01\"\xee\x04\n" +
 	"\aRequest\x125\n" +
 	"\x05range\x18\x01 \x01(\v2\x1d.concord.command.RangeRequestH\x00R\x05range\x12/\n" +
 	"\x03put\x18\x02 \x01(\v2\x1b.concord.command.PutRequestH\x00R\x03put\x12H\n" +
@@ -1883,8 +2421,14 @@ const file_command_proto_rawDesc = "" +
 	"\x03txn\x18\x04 \x01(\v2\x1b.concord.command.TxnRequestH\x00R\x03txn\x12D\n" +
 	"\n" +
 	"compaction\x18\x05 \x01(\v2\".concord.command.CompactionRequestH\x00R\n" +
-	"compactionB\t\n" +
-	"\arequest\"\xcc\x03\n" +
+	"compaction\x12E\n" +
+	"\vlease_grant\x18\x06 \x01(\v2\".concord.command.LeaseGrantRequestH\x00R\n" +
+	"leaseGrant\x12H\n" +
+	"\flease_revoke\x18\a \x01(\v2#.concord.command.LeaseRevokeRequestH\x00R\vleaseRevoke\x12H\n" +
+	"\flease_expire\x18\b \x01(\v2#.concord.command.LeaseExpireRequestH\x00R\vleaseExpire\x12T\n" +
+	"\x10lease_checkpoint\x18\n" +
+	" \x01(\v2'.concord.command.LeaseCheckpointRequestH\x00R\x0fleaseCheckpointB\t\n" +
+	"\arequest\"\x81\x06\n" +
 	"\bResponse\x12)\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x15.concord.command.CodeR\x04code\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12\x1a\n" +
@@ -1896,7 +2440,13 @@ const file_command_proto_rawDesc = "" +
 	"\x03txn\x18\b \x01(\v2\x1c.concord.command.TxnResponseH\x00R\x03txn\x12E\n" +
 	"\n" +
 	"compaction\x18\t \x01(\v2#.concord.command.CompactionResponseH\x00R\n" +
-	"compactionB\n" +
+	"compaction\x12F\n" +
+	"\vlease_grant\x18\n" +
+	" \x01(\v2#.concord.command.LeaseGrantResponseH\x00R\n" +
+	"leaseGrant\x12I\n" +
+	"\flease_revoke\x18\v \x01(\v2$.concord.command.LeaseRevokeResponseH\x00R\vleaseRevoke\x12I\n" +
+	"\flease_expire\x18\f \x01(\v2$.concord.command.LeaseRevokeResponseH\x00R\vleaseExpire\x12U\n" +
+	"\x10lease_checkpoint\x18\r \x01(\v2(.concord.command.LeaseCheckpointResponseH\x00R\x0fleaseCheckpointB\n" +
 	"\n" +
 	"\bresponse\"\x8a\x05\n" +
 	"\fRangeRequest\x12\x10\n" +
@@ -2000,7 +2550,27 @@ const file_command_proto_rawDesc = "" +
 	"\tresponses\x18\x03 \x03(\v2\x1b.concord.command.ResponseOpR\tresponses\"/\n" +
 	"\x11CompactionRequest\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\"\x14\n" +
-	"\x12CompactionResponse*u\n" +
+	"\x12CompactionResponse\"5\n" +
+	"\x11LeaseGrantRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x10\n" +
+	"\x03ttl\x18\x02 \x01(\x03R\x03ttl\"6\n" +
+	"\x12LeaseGrantResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x10\n" +
+	"\x03ttl\x18\x02 \x01(\x03R\x03ttl\"$\n" +
+	"\x12LeaseRevokeRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\"/\n" +
+	"\x13LeaseRevokeResponse\x12\x18\n" +
+	"\adeleted\x18\x01 \x01(\x03R\adeleted\"8\n" +
+	"\x12LeaseExpireRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\"?\n" +
+	"\x0fLeaseCheckpoint\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x1c\n" +
+	"\tremaining\x18\x02 \x01(\x03R\tremaining\"p\n" +
+	"\x16LeaseCheckpointRequest\x12\x12\n" +
+	"\x04term\x18\x01 \x01(\x04R\x04term\x12B\n" +
+	"\vcheckpoints\x18\x02 \x03(\v2 .concord.command.LeaseCheckpointR\vcheckpoints\"\x19\n" +
+	"\x17LeaseCheckpointResponse*\x92\x01\n" +
 	"\x04Code\x12\x06\n" +
 	"\x02OK\x10\x00\x12\x0f\n" +
 	"\vBAD_REQUEST\x10\x01\x12\r\n" +
@@ -2009,7 +2579,9 @@ const file_command_proto_rawDesc = "" +
 	"FUTURE_REV\x10\x03\x12\x11\n" +
 	"\rKEY_NOT_FOUND\x10\x04\x12\x13\n" +
 	"\x0fLEASE_NOT_FOUND\x10\x05\x12\r\n" +
-	"\tTOO_LARGE\x10\x06B/Z-github.com/concordkv/concord/internal/commandb\x06proto3"
+	"\tTOO_LARGE\x10\x06\x12\x10\n" +
+	"\fLEASE_EXISTS\x10\a\x12\t\n" +
+	"\x05STALE\x10\bB/Z-github.com/concordkv/concord/internal/commandb\x06proto3"
 
 var (
 	file_command_proto_rawDescOnce sync.Once
@@ -2024,31 +2596,39 @@ func file_command_proto_rawDescGZIP() []byte {
 }
 
 var file_command_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_command_proto_goTypes = []any{
-	(Code)(0),                    // 0: concord.command.Code
-	(Event_EventType)(0),         // 1: concord.command.Event.EventType
-	(RangeRequest_SortOrder)(0),  // 2: concord.command.RangeRequest.SortOrder
-	(RangeRequest_SortTarget)(0), // 3: concord.command.RangeRequest.SortTarget
-	(Compare_CompareResult)(0),   // 4: concord.command.Compare.CompareResult
-	(Compare_CompareTarget)(0),   // 5: concord.command.Compare.CompareTarget
-	(*KeyValue)(nil),             // 6: concord.command.KeyValue
-	(*Event)(nil),                // 7: concord.command.Event
-	(*Request)(nil),              // 8: concord.command.Request
-	(*Response)(nil),             // 9: concord.command.Response
-	(*RangeRequest)(nil),         // 10: concord.command.RangeRequest
-	(*RangeResponse)(nil),        // 11: concord.command.RangeResponse
-	(*PutRequest)(nil),           // 12: concord.command.PutRequest
-	(*PutResponse)(nil),          // 13: concord.command.PutResponse
-	(*DeleteRangeRequest)(nil),   // 14: concord.command.DeleteRangeRequest
-	(*DeleteRangeResponse)(nil),  // 15: concord.command.DeleteRangeResponse
-	(*RequestOp)(nil),            // 16: concord.command.RequestOp
-	(*ResponseOp)(nil),           // 17: concord.command.ResponseOp
-	(*Compare)(nil),              // 18: concord.command.Compare
-	(*TxnRequest)(nil),           // 19: concord.command.TxnRequest
-	(*TxnResponse)(nil),          // 20: concord.command.TxnResponse
-	(*CompactionRequest)(nil),    // 21: concord.command.CompactionRequest
-	(*CompactionResponse)(nil),   // 22: concord.command.CompactionResponse
+	(Code)(0),                       // 0: concord.command.Code
+	(Event_EventType)(0),            // 1: concord.command.Event.EventType
+	(RangeRequest_SortOrder)(0),     // 2: concord.command.RangeRequest.SortOrder
+	(RangeRequest_SortTarget)(0),    // 3: concord.command.RangeRequest.SortTarget
+	(Compare_CompareResult)(0),      // 4: concord.command.Compare.CompareResult
+	(Compare_CompareTarget)(0),      // 5: concord.command.Compare.CompareTarget
+	(*KeyValue)(nil),                // 6: concord.command.KeyValue
+	(*Event)(nil),                   // 7: concord.command.Event
+	(*Request)(nil),                 // 8: concord.command.Request
+	(*Response)(nil),                // 9: concord.command.Response
+	(*RangeRequest)(nil),            // 10: concord.command.RangeRequest
+	(*RangeResponse)(nil),           // 11: concord.command.RangeResponse
+	(*PutRequest)(nil),              // 12: concord.command.PutRequest
+	(*PutResponse)(nil),             // 13: concord.command.PutResponse
+	(*DeleteRangeRequest)(nil),      // 14: concord.command.DeleteRangeRequest
+	(*DeleteRangeResponse)(nil),     // 15: concord.command.DeleteRangeResponse
+	(*RequestOp)(nil),               // 16: concord.command.RequestOp
+	(*ResponseOp)(nil),              // 17: concord.command.ResponseOp
+	(*Compare)(nil),                 // 18: concord.command.Compare
+	(*TxnRequest)(nil),              // 19: concord.command.TxnRequest
+	(*TxnResponse)(nil),             // 20: concord.command.TxnResponse
+	(*CompactionRequest)(nil),       // 21: concord.command.CompactionRequest
+	(*CompactionResponse)(nil),      // 22: concord.command.CompactionResponse
+	(*LeaseGrantRequest)(nil),       // 23: concord.command.LeaseGrantRequest
+	(*LeaseGrantResponse)(nil),      // 24: concord.command.LeaseGrantResponse
+	(*LeaseRevokeRequest)(nil),      // 25: concord.command.LeaseRevokeRequest
+	(*LeaseRevokeResponse)(nil),     // 26: concord.command.LeaseRevokeResponse
+	(*LeaseExpireRequest)(nil),      // 27: concord.command.LeaseExpireRequest
+	(*LeaseCheckpoint)(nil),         // 28: concord.command.LeaseCheckpoint
+	(*LeaseCheckpointRequest)(nil),  // 29: concord.command.LeaseCheckpointRequest
+	(*LeaseCheckpointResponse)(nil), // 30: concord.command.LeaseCheckpointResponse
 }
 var file_command_proto_depIdxs = []int32{
 	1,  // 0: concord.command.Event.type:type_name -> concord.command.Event.EventType
@@ -2059,36 +2639,45 @@ var file_command_proto_depIdxs = []int32{
 	14, // 5: concord.command.Request.delete_range:type_name -> concord.command.DeleteRangeRequest
 	19, // 6: concord.command.Request.txn:type_name -> concord.command.TxnRequest
 	21, // 7: concord.command.Request.compaction:type_name -> concord.command.CompactionRequest
-	0,  // 8: concord.command.Response.code:type_name -> concord.command.Code
-	11, // 9: concord.command.Response.range:type_name -> concord.command.RangeResponse
-	13, // 10: concord.command.Response.put:type_name -> concord.command.PutResponse
-	15, // 11: concord.command.Response.delete_range:type_name -> concord.command.DeleteRangeResponse
-	20, // 12: concord.command.Response.txn:type_name -> concord.command.TxnResponse
-	22, // 13: concord.command.Response.compaction:type_name -> concord.command.CompactionResponse
-	2,  // 14: concord.command.RangeRequest.sort_order:type_name -> concord.command.RangeRequest.SortOrder
-	3,  // 15: concord.command.RangeRequest.sort_target:type_name -> concord.command.RangeRequest.SortTarget
-	6,  // 16: concord.command.RangeResponse.kvs:type_name -> concord.command.KeyValue
-	6,  // 17: concord.command.PutResponse.prev_kv:type_name -> concord.command.KeyValue
-	6,  // 18: concord.command.DeleteRangeResponse.prev_kvs:type_name -> concord.command.KeyValue
-	10, // 19: concord.command.RequestOp.request_range:type_name -> concord.command.RangeRequest
-	12, // 20: concord.command.RequestOp.request_put:type_name -> concord.command.PutRequest
-	14, // 21: concord.command.RequestOp.request_delete_range:type_name -> concord.command.DeleteRangeRequest
-	19, // 22: concord.command.RequestOp.request_txn:type_name -> concord.command.TxnRequest
-	11, // 23: concord.command.ResponseOp.response_range:type_name -> concord.command.RangeResponse
-	13, // 24: concord.command.ResponseOp.response_put:type_name -> concord.command.PutResponse
-	15, // 25: concord.command.ResponseOp.response_delete_range:type_name -> concord.command.DeleteRangeResponse
-	20, // 26: concord.command.ResponseOp.response_txn:type_name -> concord.command.TxnResponse
-	4,  // 27: concord.command.Compare.result:type_name -> concord.command.Compare.CompareResult
-	5,  // 28: concord.command.Compare.target:type_name -> concord.command.Compare.CompareTarget
-	18, // 29: concord.command.TxnRequest.compare:type_name -> concord.command.Compare
-	16, // 30: concord.command.TxnRequest.success:type_name -> concord.command.RequestOp
-	16, // 31: concord.command.TxnRequest.failure:type_name -> concord.command.RequestOp
-	17, // 32: concord.command.TxnResponse.responses:type_name -> concord.command.ResponseOp
-	33, // [33:33] is the sub-list for method output_type
-	33, // [33:33] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	23, // 8: concord.command.Request.lease_grant:type_name -> concord.command.LeaseGrantRequest
+	25, // 9: concord.command.Request.lease_revoke:type_name -> concord.command.LeaseRevokeRequest
+	27, // 10: concord.command.Request.lease_expire:type_name -> concord.command.LeaseExpireRequest
+	29, // 11: concord.command.Request.lease_checkpoint:type_name -> concord.command.LeaseCheckpointRequest
+	0,  // 12: concord.command.Response.code:type_name -> concord.command.Code
+	11, // 13: concord.command.Response.range:type_name -> concord.command.RangeResponse
+	13, // 14: concord.command.Response.put:type_name -> concord.command.PutResponse
+	15, // 15: concord.command.Response.delete_range:type_name -> concord.command.DeleteRangeResponse
+	20, // 16: concord.command.Response.txn:type_name -> concord.command.TxnResponse
+	22, // 17: concord.command.Response.compaction:type_name -> concord.command.CompactionResponse
+	24, // 18: concord.command.Response.lease_grant:type_name -> concord.command.LeaseGrantResponse
+	26, // 19: concord.command.Response.lease_revoke:type_name -> concord.command.LeaseRevokeResponse
+	26, // 20: concord.command.Response.lease_expire:type_name -> concord.command.LeaseRevokeResponse
+	30, // 21: concord.command.Response.lease_checkpoint:type_name -> concord.command.LeaseCheckpointResponse
+	2,  // 22: concord.command.RangeRequest.sort_order:type_name -> concord.command.RangeRequest.SortOrder
+	3,  // 23: concord.command.RangeRequest.sort_target:type_name -> concord.command.RangeRequest.SortTarget
+	6,  // 24: concord.command.RangeResponse.kvs:type_name -> concord.command.KeyValue
+	6,  // 25: concord.command.PutResponse.prev_kv:type_name -> concord.command.KeyValue
+	6,  // 26: concord.command.DeleteRangeResponse.prev_kvs:type_name -> concord.command.KeyValue
+	10, // 27: concord.command.RequestOp.request_range:type_name -> concord.command.RangeRequest
+	12, // 28: concord.command.RequestOp.request_put:type_name -> concord.command.PutRequest
+	14, // 29: concord.command.RequestOp.request_delete_range:type_name -> concord.command.DeleteRangeRequest
+	19, // 30: concord.command.RequestOp.request_txn:type_name -> concord.command.TxnRequest
+	11, // 31: concord.command.ResponseOp.response_range:type_name -> concord.command.RangeResponse
+	13, // 32: concord.command.ResponseOp.response_put:type_name -> concord.command.PutResponse
+	15, // 33: concord.command.ResponseOp.response_delete_range:type_name -> concord.command.DeleteRangeResponse
+	20, // 34: concord.command.ResponseOp.response_txn:type_name -> concord.command.TxnResponse
+	4,  // 35: concord.command.Compare.result:type_name -> concord.command.Compare.CompareResult
+	5,  // 36: concord.command.Compare.target:type_name -> concord.command.Compare.CompareTarget
+	18, // 37: concord.command.TxnRequest.compare:type_name -> concord.command.Compare
+	16, // 38: concord.command.TxnRequest.success:type_name -> concord.command.RequestOp
+	16, // 39: concord.command.TxnRequest.failure:type_name -> concord.command.RequestOp
+	17, // 40: concord.command.TxnResponse.responses:type_name -> concord.command.ResponseOp
+	28, // 41: concord.command.LeaseCheckpointRequest.checkpoints:type_name -> concord.command.LeaseCheckpoint
+	42, // [42:42] is the sub-list for method output_type
+	42, // [42:42] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_command_proto_init() }
@@ -2102,6 +2691,10 @@ func file_command_proto_init() {
 		(*Request_DeleteRange)(nil),
 		(*Request_Txn)(nil),
 		(*Request_Compaction)(nil),
+		(*Request_LeaseGrant)(nil),
+		(*Request_LeaseRevoke)(nil),
+		(*Request_LeaseExpire)(nil),
+		(*Request_LeaseCheckpoint)(nil),
 	}
 	file_command_proto_msgTypes[3].OneofWrappers = []any{
 		(*Response_Range)(nil),
@@ -2109,6 +2702,10 @@ func file_command_proto_init() {
 		(*Response_DeleteRange)(nil),
 		(*Response_Txn)(nil),
 		(*Response_Compaction)(nil),
+		(*Response_LeaseGrant)(nil),
+		(*Response_LeaseRevoke)(nil),
+		(*Response_LeaseExpire)(nil),
+		(*Response_LeaseCheckpoint)(nil),
 	}
 	file_command_proto_msgTypes[10].OneofWrappers = []any{
 		(*RequestOp_RequestRange)(nil),
@@ -2135,7 +2732,7 @@ func file_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_command_proto_rawDesc), len(file_command_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   17,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -8,6 +8,13 @@ package fsm
 type kvCache struct {
 	m     map[string]cached
 	bytes int
+	log   []logged // every put since the last Committed, for the readCache
+}
+
+// logged is one kvCache.put, in apply order.
+type logged struct {
+	key []byte
+	e   cached
 }
 
 type cached struct {
@@ -23,13 +30,14 @@ const (
 	cacheMaxValue = 4 << 10
 )
 
-func (c *kvCache) reset() { c.m, c.bytes = nil, 0 }
+func (c *kvCache) reset() { c.m, c.bytes, c.log = nil, 0, nil }
 
 // put records key's current state. rec.value must not change afterwards.
 func (c *kvCache) put(key []byte, rec record, found, hasValue bool) {
 	if hasValue && len(rec.value) > cacheMaxValue {
 		rec.value, hasValue = nil, false
 	}
+	c.log = append(c.log, logged{key: key, e: cached{rec: rec, found: found, hasValue: hasValue}})
 	if c.m == nil || len(c.m) >= cacheMaxKeys || c.bytes >= cacheMaxBytes {
 		c.m, c.bytes = make(map[string]cached, 1024), 0
 	}

@@ -1,16 +1,19 @@
 package fsm_test
 
 import (
+	"encoding/binary"
 	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/datadriven"
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/concordkv/concord/internal/command"
+	"github.com/concordkv/concord/internal/fsm"
 	"github.com/concordkv/concord/internal/schema"
 )
 
@@ -27,6 +30,12 @@ import (
 //	             follows indented by two more spaces
 //	compact rev=
 //	history from= [range] [prev]
+//	grant id= ttl=               (ttl a Go duration)
+//	revoke id=
+//	expire id= term=
+//	checkpoint term= [id=remaining ...]  e.g. 7=300ms
+//	leases       the lease table, with each lease's keys
+//	term         the node's raft term
 //	raw          the badger keys under s/, decoded
 //
 // Rewrite the expected output with: go test ./internal/fsm -run TestScripts -rewrite
@@ -53,6 +62,12 @@ func TestScripts(t *testing.T) {
 				return formatResponse(nd.propose(&command.Request{Request: &command.Request_Txn{Txn: txn}}))
 			case "history":
 				return history(t, nd, args)
+			case "grant", "revoke", "expire", "checkpoint":
+				return formatResponse(nd.propose(leaseRequest(t, d.Cmd, d.CmdArgs)))
+			case "leases":
+				return leases(t, nd.n.DB())
+			case "term":
+				return fmt.Sprintf("%d\n", nd.n.Status().Term)
 			case "raw":
 				return raw(t, nd.n.DB())
 			}
@@ -287,6 +302,12 @@ func formatResponse(resp *command.Response) string {
 		formatDel(&b, "", r.DeleteRange)
 	case *command.Response_Txn:
 		formatTxn(&b, "", r.Txn)
+	case *command.Response_LeaseGrant:
+		fmt.Fprintf(&b, "granted %d ttl=%v\n", r.LeaseGrant.Id, time.Duration(r.LeaseGrant.Ttl))
+	case *command.Response_LeaseRevoke:
+		fmt.Fprintf(&b, "deleted=%d\n", r.LeaseRevoke.Deleted)
+	case *command.Response_LeaseExpire:
+		fmt.Fprintf(&b, "deleted=%d\n", r.LeaseExpire.Deleted)
 	}
 	return b.String()
 }
@@ -352,11 +373,72 @@ func raw(t *testing.T, db *badger.DB) string {
 				fmt.Fprintf(&b, "s/i/ %q %d -> %x\n", key, rev, v)
 			case strings.HasPrefix(string(k), string(schema.StateKV)):
 				fmt.Fprintf(&b, "s/k/ %q -> %x\n", k[len(schema.StateKV):], v)
+			case strings.HasPrefix(string(k), string(schema.StateLeased)):
+				rest := k[len(schema.StateLeased):]
+				fmt.Fprintf(&b, "s/lk/ %d %q -> %x\n", binary.BigEndian.Uint64(rest), rest[8:], v)
+			case strings.HasPrefix(string(k), string(schema.StateLease)):
+				id, _ := schema.ParseLeaseKey(k)
+				fmt.Fprintf(&b, "s/l/ %d -> %x\n", id, v)
 			default:
 				fmt.Fprintf(&b, "%s -> %x\n", k, v)
 			}
 		}
 		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// leaseRequest builds a grant, revoke, expire or checkpoint.
+func leaseRequest(t *testing.T, cmd string, cas []datadriven.CmdArg) *command.Request {
+	args := argMap(cas)
+	switch cmd {
+	case "grant":
+		ttl, err := time.ParseDuration(args["ttl"])
+		if err != nil && args["ttl"] != "" {
+			t.Fatalf("ttl=%q: %v", args["ttl"], err)
+		}
+		return &command.Request{Request: &command.Request_LeaseGrant{LeaseGrant: &command.LeaseGrantRequest{Id: num(t, args, "id"), Ttl: int64(ttl)}}}
+	case "revoke":
+		return &command.Request{Request: &command.Request_LeaseRevoke{LeaseRevoke: &command.LeaseRevokeRequest{Id: num(t, args, "id")}}}
+	case "expire":
+		return &command.Request{Request: &command.Request_LeaseExpire{LeaseExpire: &command.LeaseExpireRequest{
+			Id: num(t, args, "id"), Term: uint64(num(t, args, "term")),
+		}}}
+	}
+	cp := &command.LeaseCheckpointRequest{Term: uint64(num(t, args, "term"))}
+	for _, a := range cas {
+		if a.Key == "term" {
+			continue
+		}
+		id, err := strconv.ParseInt(a.Key, 10, 64)
+		if err != nil {
+			t.Fatalf("checkpoint %s: %v", a.Key, err)
+		}
+		rem, err := time.ParseDuration(strings.Join(a.Vals, ","))
+		if err != nil {
+			t.Fatalf("checkpoint %s: %v", a.Key, err)
+		}
+		cp.Checkpoints = append(cp.Checkpoints, &command.LeaseCheckpoint{Id: id, Remaining: int64(rem)})
+	}
+	return &command.Request{Request: &command.Request_LeaseCheckpoint{LeaseCheckpoint: cp}}
+}
+
+// leases prints the lease table.
+func leases(t *testing.T, db *badger.DB) string {
+	var b strings.Builder
+	err := db.View(func(txn *badger.Txn) error {
+		return fsm.ScanLeases(txn, func(l fsm.Lease) error {
+			fmt.Fprintf(&b, "%d ttl=%v remaining=%v keys=%d bytes=%d:", l.ID, l.TTL, l.Remaining, l.Keys, l.KeyBytes)
+			err := fsm.LeaseKeys(txn, l.ID, func(key []byte) error {
+				fmt.Fprintf(&b, " %s", key)
+				return nil
+			})
+			b.WriteByte('\n')
+			return err
+		})
 	})
 	if err != nil {
 		t.Fatal(err)

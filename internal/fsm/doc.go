@@ -6,14 +6,18 @@
 //
 //	raftnode (raft goroutine)
 //	  | Apply(txn, index, cmd) ---> decode command.Request
-//	  |                              execute: Range / Put / DeleteRange / Txn / Compaction
+//	  |                              execute: Range / Put / DeleteRange / Txn / Compaction,
+//	  |                              LeaseGrant / Revoke / Expire / Checkpoint / Promote
 //	  |                              writes under s/ through txn (layout: internal/schema)
 //	  |                              bounded compaction sweep
 //	  |<-- encoded command.Response  (outcomes are codes, never Go errors)
-//	  | Committed(index) ----------> publish revisions; OnCommit(events)  --> watch hub
+//	  | Committed(index) ----------> publish revisions; fold into read cache;
+//	  |                              OnLeases(changes) --> lessor
+//	  |                              OnCommit(events)  --> watch hub
 //	  | Snapshot / Restore --------> every key under s/ (raftnode.StreamPrefix)
 //
 //	Node (any goroutine), on a read-only badger txn:
+//	  Cached(req)           single-key current reads from memory, no txn
 //	  Range(txn, req)       current or past-revision reads, no raft round
 //	  History(txn, from...) the events since a revision, for watches
 //
@@ -33,6 +37,25 @@
 // get FUTURE_REV. The history below it is swept lazily (see sweep.go), a
 // bounded amount per later write, so a Compaction's apply stays small.
 //
+// # Leases
+//
+// A lease (LeaseGrant) has an id the proposer chose and a time to live.
+// A put with a lease attaches its key; a put without one, or a delete,
+// detaches it; the lease table keeps the keys of each lease (layout in
+// internal/schema). LeaseRevoke deletes the lease and every key attached,
+// with their delete events, in one revision. The state machine has no
+// clock, so it never expires a lease by itself: the leader's lessor
+// (internal/lessor) proposes LeaseExpire when a lease is due, and
+// LeaseCheckpoint to record the time leases have left, for the next
+// leader. Both name the term their lessor's leader leads in, and take
+// effect only from an entry of that term (raftnode.Txn.Term): anything
+// else is refused with STALE and changes nothing, so a deposed lessor's
+// proposal, forwarded into a later term, cannot expire a lease the new
+// leader renewed. A lease holds at most [MaxLeaseKeys] keys
+// of [MaxLeaseKeyBytes] bytes in all, so that its revoke fits one command.
+// Granting, checkpointing and revoking a lease with no keys write no
+// revision. Config.OnLeases reports the changes to the lease table.
+//
 // # Determinism
 //
 // Apply reads no clock, no randomness and does no I/O beyond its
@@ -48,4 +71,11 @@
 // behind [FSM.Revision], published by Committed. Readers that need a
 // revision consistent with what they read use [ReadRevisions] on their
 // own transaction.
+//
+// Single-key reads of the current state are served from memory when they
+// can be (readcache.go): Committed folds every record the batch's applies
+// saw into a read cache, in order, so the cache is exact as of the newest
+// commit; a miss reads badger and fills the entry in if the cache has not
+// moved on meanwhile. Since raftnode releases reads and results only after
+// Committed, a cached answer is never older than an acknowledged write.
 package fsm

@@ -26,8 +26,9 @@ const (
 
 // putCost and delCost estimate the entries and bytes a put or a delete of
 // one key adds to the transaction.
-func putCost(key, value []byte) (int, int) { return 3, 2*len(value) + 4*len(key) + 96 }
-func delCost(key []byte) (int, int)        { return 3, 4*len(key) + 64 }
+// Both count the key's detaching from (and a put's attaching to) a lease.
+func putCost(key, value []byte) (int, int) { return 6, 2*len(value) + 6*len(key) + 160 }
+func delCost(key []byte) (int, int)        { return 5, 5*len(key) + 112 }
 
 // budget accumulates a command's estimated writes.
 type budget struct{ writes, bytes int }
@@ -51,6 +52,9 @@ type exec struct {
 	next  int64 // the revision the command's writes get
 	wrote bool
 	evAt  int // the command's first event in f.events
+
+	leases   map[int64]*leaseState // lease records read or changed
+	revoking int64                 // the lease being revoked, if any
 }
 
 // viewRev is the revision of the current state exec sees: its own writes
@@ -90,6 +94,21 @@ func (f *FSM) apply(txn *raftnode.Txn, req *command.Request, resp *command.Respo
 	case *command.Request_Compaction:
 		code, msg, err = e.compaction(r.Compaction)
 		resp.Response = &command.Response_Compaction{Compaction: &command.CompactionResponse{}}
+	case *command.Request_LeaseGrant:
+		var gr *command.LeaseGrantResponse
+		gr, code, msg, err = e.grant(r.LeaseGrant)
+		resp.Response = &command.Response_LeaseGrant{LeaseGrant: gr}
+	case *command.Request_LeaseRevoke:
+		var rr *command.LeaseRevokeResponse
+		rr, code, msg, err = e.revoke(r.LeaseRevoke.GetId())
+		resp.Response = &command.Response_LeaseRevoke{LeaseRevoke: rr}
+	case *command.Request_LeaseExpire:
+		var rr *command.LeaseRevokeResponse
+		rr, code, msg, err = e.expire(r.LeaseExpire)
+		resp.Response = &command.Response_LeaseExpire{LeaseExpire: rr}
+	case *command.Request_LeaseCheckpoint:
+		code, msg, err = e.checkpoint(r.LeaseCheckpoint)
+		resp.Response = &command.Response_LeaseCheckpoint{LeaseCheckpoint: &command.LeaseCheckpointResponse{}}
 	default:
 		code, msg = command.Code_BAD_REQUEST, "unknown or empty command"
 	}
@@ -99,19 +118,23 @@ func (f *FSM) apply(txn *raftnode.Txn, req *command.Request, resp *command.Respo
 	if code != command.Code_OK {
 		refuse(resp, code, msg)
 	}
-	e.finish()
-	return nil
+	return e.finish()
 }
 
-// finish records a written revision and orders its events.
-func (e *exec) finish() {
+// finish writes back the changed lease records, records a written
+// revision and orders its events.
+func (e *exec) finish() error {
+	if err := e.writeLeases(); err != nil {
+		return err
+	}
 	if !e.wrote {
-		return
+		return nil
 	}
 	e.f.rev, e.f.dirty = e.next, true
 	if ev := e.f.events[e.evAt:]; len(ev) > 1 {
 		slices.SortFunc(ev, func(a, b *command.Event) int { return bytes.Compare(a.Kv.Key, b.Kv.Key) })
 	}
+	return nil
 }
 
 // current reads key's current record; the value is copied if withValue.
@@ -133,8 +156,20 @@ func current(r *badger.Txn, a *arena, key []byte, withValue bool) (record, bool,
 	return rec, err == nil, err
 }
 
-// checkPut tells whether p may run with the key's current state.
-func (e *exec) checkPut(p *command.PutRequest, found bool) (command.Code, string) {
+// checkPut tells whether p may run with the key's current state cur;
+// use counts what a txn attached to leases before p (nil outside a txn).
+func (e *exec) checkPut(p *command.PutRequest, cur record, found bool, use leaseUse) (command.Code, string, error) {
+	if code, msg := e.checkPutArgs(p, found); code != command.Code_OK {
+		return code, msg, nil
+	}
+	if p.GetLease() == 0 {
+		return command.Code_OK, "", nil
+	}
+	return e.checkAttach(p.GetLease(), cur.lease, p.GetKey(), use)
+}
+
+// checkPutArgs checks what p says, the key's existence aside.
+func (e *exec) checkPutArgs(p *command.PutRequest, found bool) (command.Code, string) {
 	switch {
 	case len(p.GetKey()) == 0:
 		return command.Code_BAD_REQUEST, "empty key"
@@ -148,14 +183,9 @@ func (e *exec) checkPut(p *command.PutRequest, found bool) (command.Code, string
 		return command.Code_BAD_REQUEST, "lease given with ignore_lease"
 	case (p.GetIgnoreValue() || p.GetIgnoreLease()) && !found:
 		return command.Code_KEY_NOT_FOUND, "key not found"
-	case p.GetLease() != 0 && !e.leaseExists(p.GetLease()):
-		return command.Code_LEASE_NOT_FOUND, fmt.Sprintf("lease %d not found", p.GetLease())
 	}
 	return command.Code_OK, ""
 }
-
-// leaseExists tells whether lease id exists. No command grants leases yet.
-func (e *exec) leaseExists(int64) bool { return false }
 
 // put runs p; check is false when a txn has checked it already.
 func (e *exec) put(p *command.PutRequest, check bool) (*command.PutResponse, command.Code, string, error) {
@@ -166,8 +196,8 @@ func (e *exec) put(p *command.PutRequest, check bool) (*command.PutResponse, com
 		return nil, 0, "", err
 	}
 	if check {
-		if code, msg := e.checkPut(p, found); code != command.Code_OK {
-			return nil, code, msg, nil
+		if code, msg, err := e.checkPut(p, cur, found, nil); err != nil || code != command.Code_OK {
+			return nil, code, msg, err
 		}
 	}
 	key := p.GetKey()
@@ -180,6 +210,13 @@ func (e *exec) put(p *command.PutRequest, check bool) (*command.PutResponse, com
 		if p.GetIgnoreLease() {
 			rec.lease = cur.lease
 		}
+	}
+	var old int64
+	if found {
+		old = cur.lease
+	}
+	if err := e.relink(key, old, rec.lease); err != nil {
+		return nil, 0, "", err
 	}
 	b := appendRecord(f.arena.alloc(recordLen(rec.value)), &rec)
 	if err := e.set(schema.KVKey(f.arena.alloc(len(schema.StateKV)+len(key)), key), b); err != nil {
@@ -271,6 +308,11 @@ func (e *exec) deleteKeys(victims []victim, prevKV bool) (*command.DeleteRangeRe
 		v := &victims[i]
 		if err := e.txn.Delete(schema.KVKey(f.arena.alloc(len(schema.StateKV)+len(v.key)), v.key)); err != nil {
 			return nil, err
+		}
+		if v.rec.lease != 0 {
+			if err := e.detach(v.rec.lease, v.key); err != nil {
+				return nil, err
+			}
 		}
 		tomb := record{kind: kindDelete, mod: e.next, prev: v.rec.mod}
 		if err := e.record(v.key, appendRecord(f.arena.alloc(recordLen(nil)), &tomb), delMark); err != nil {

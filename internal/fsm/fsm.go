@@ -33,6 +33,10 @@ type Config struct {
 	// Commit and its events are the callee's to keep but not to change:
 	// they share memory with later events.
 	OnCommit func(Commit)
+	// OnLeases, if set, receives what each committed batch of applies
+	// changed in the lease table, at the same moments and under the same
+	// rules as OnCommit (it is called first).
+	OnLeases func(LeaseCommit)
 }
 
 // Commit is what one committed batch changed.
@@ -57,18 +61,20 @@ type FSM struct {
 	// Apply state, kept on the raft goroutine (Apply, Committed, Restore).
 	// It runs ahead of the committed state within a batch; raftnode stops
 	// the node if a batch fails to commit.
-	loaded    bool
-	rev       int64            // current revision, as applied
-	compact   int64            // compact revision, as applied
-	credit    int64            // bytes the sweep may delete (see sweep.go)
-	dirty     bool             // the command changed rev, compact or credit
-	sweepPos  []byte           // history key suffix the sweep visits next
-	sweepRev  int64            // revision in sweepPos
-	lastIndex uint64           // index of the last Apply
-	notified  [2]int64         // rev and compact last given to OnCommit
-	events    []*command.Event // since the last Committed, if OnCommit is set
-	arena     arena
-	cache     kvCache
+	loaded       bool
+	rev          int64            // current revision, as applied
+	compact      int64            // compact revision, as applied
+	credit       int64            // bytes the sweep may delete (see sweep.go)
+	dirty        bool             // the command changed rev, compact or credit
+	sweepPos     []byte           // history key suffix the sweep visits next
+	sweepRev     int64            // revision in sweepPos
+	lastIndex    uint64           // index of the last Apply
+	notified     [2]int64         // rev and compact last given to OnCommit
+	events       []*command.Event // since the last Committed, if OnCommit is set
+	leaseChanges []LeaseChange    // since the last Committed, if OnLeases is set
+	arena        arena
+	cache        kvCache
+	reads        readCache // for any goroutine
 
 	// Committed state, for any goroutine.
 	committedRev     atomic.Int64
@@ -92,6 +98,7 @@ func (f *FSM) Load(db *badger.DB) error {
 		rev, compact, err := ReadRevisions(txn)
 		if err == nil {
 			f.publish(rev, compact)
+			f.reads.start(rev, compact)
 		}
 		return err
 	})
@@ -170,8 +177,8 @@ func (f *FSM) load(txn *badger.Txn) error {
 	case !errors.Is(err, badger.ErrKeyNotFound):
 		return err
 	}
-	f.events = nil
-	f.cache.reset()
+	f.events, f.leaseChanges = nil, nil
+	f.cache.reset() // drops the log of what was never committed
 	f.notified = [2]int64{rev, compact}
 	f.loaded = true
 	return nil
@@ -225,7 +232,15 @@ func (f *FSM) Committed(uint64) {
 	if !f.loaded {
 		return
 	}
+	f.reads.fold(f.cache.log, f.rev, f.compact)
+	clear(f.cache.log)
+	f.cache.log = f.cache.log[:0]
 	f.publish(f.rev, f.compact)
+	if len(f.leaseChanges) > 0 {
+		changes := f.leaseChanges
+		f.leaseChanges = nil
+		f.cfg.OnLeases(LeaseCommit{Changes: changes})
+	}
 	if f.cfg.OnCommit == nil || (len(f.events) == 0 && f.notified == [2]int64{f.rev, f.compact}) {
 		return
 	}
@@ -244,8 +259,9 @@ func (f *FSM) Snapshot(txn *badger.Txn, w io.Writer) error {
 // Restore implements raftnode.Applier: it replaces the state with a
 // Snapshot's, then reports it to OnCommit with Restored set.
 func (f *FSM) Restore(db *badger.DB, r io.Reader) error {
-	f.loaded, f.events = false, nil
+	f.loaded, f.events, f.leaseChanges = false, nil, nil
 	f.cache.reset()
+	f.reads.reset(0, 0) // no fills while the state is half restored
 	if err := raftnode.LoadPrefix(db, schema.State, r); err != nil {
 		return err
 	}
@@ -258,7 +274,11 @@ func (f *FSM) Restore(db *badger.DB, r io.Reader) error {
 	if err != nil {
 		return err
 	}
+	f.reads.reset(rev, compact)
 	f.publish(rev, compact)
+	if f.cfg.OnLeases != nil {
+		f.cfg.OnLeases(LeaseCommit{Restored: true})
+	}
 	if f.cfg.OnCommit != nil {
 		f.cfg.OnCommit(Commit{Revision: rev, CompactRevision: compact, Restored: true})
 	}

@@ -5,24 +5,38 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"github.com/concordkv/concord/internal/command"
+	"github.com/concordkv/concord/internal/fsm"
 )
 
 // The keys random commands use: some share prefixes, some hold 0x00.
 var modelKeys = []string{"a", "a/1", "a/2", "a/3", "b", "b\x00", "b\x00\x00", "b\x01", "c", "c/x", "d"}
 
-// randomCommands returns n random commands: puts, deletes of keys and
-// ranges, txns with a compare and writes to distinct keys, compactions.
+// randomCommands returns n random commands: puts (some with a lease),
+// deletes of keys and ranges, txns with a compare and writes to distinct
+// keys, compactions, lease grants and revokes (of leases 1 to 4, which may
+// or may not exist).
 func randomCommands(seed uint64, n int) []*command.Request {
 	r := rand.New(rand.NewPCG(seed, seed))
 	key := func() string { return modelKeys[r.IntN(len(modelKeys))] }
+	lease := func() int64 {
+		if r.IntN(3) == 0 {
+			return 1 + r.Int64N(4)
+		}
+		return 0
+	}
 	var out []*command.Request
 	for i := 0; i < n; i++ {
-		switch x := r.IntN(20); {
+		switch x := r.IntN(24); {
 		case x < 10:
-			out = append(out, put(key(), fmt.Sprint(r.IntN(5))))
+			p := put(key(), fmt.Sprint(r.IntN(5)))
+			p.GetPut().Lease = lease()
+			out = append(out, p)
 		case x < 13:
 			k := key()
 			end := ""
@@ -41,7 +55,7 @@ func randomCommands(seed uint64, n int) []*command.Request {
 					TargetUnion: &command.Compare_Value{Value: []byte(fmt.Sprint(r.IntN(3)))},
 				}},
 				Success: []*command.RequestOp{
-					{Request: &command.RequestOp_RequestPut{RequestPut: &command.PutRequest{Key: []byte(modelKeys[ks[1]]), Value: []byte("t")}}},
+					{Request: &command.RequestOp_RequestPut{RequestPut: &command.PutRequest{Key: []byte(modelKeys[ks[1]]), Value: []byte("t"), Lease: lease()}}},
 					{Request: &command.RequestOp_RequestDeleteRange{RequestDeleteRange: &command.DeleteRangeRequest{Key: []byte(modelKeys[ks[2]])}}},
 				},
 				Failure: []*command.RequestOp{
@@ -49,8 +63,12 @@ func randomCommands(seed uint64, n int) []*command.Request {
 				},
 			}
 			out = append(out, &command.Request{Request: &command.Request_Txn{Txn: txn}})
-		default:
+		case x < 19:
 			out = append(out, compact(int64(r.IntN(i+2))))
+		case x < 22:
+			out = append(out, &command.Request{Request: &command.Request_LeaseGrant{LeaseGrant: &command.LeaseGrantRequest{Id: 1 + r.Int64N(4), Ttl: 1e9}}})
+		default:
+			out = append(out, &command.Request{Request: &command.Request_LeaseRevoke{LeaseRevoke: &command.LeaseRevokeRequest{Id: 1 + r.Int64N(4)}}})
 		}
 	}
 	return out
@@ -61,10 +79,11 @@ func randomCommands(seed uint64, n int) []*command.Request {
 type model struct {
 	states  []map[string]*command.KeyValue // by revision; [0] unused
 	compact int64
+	leases  map[int64]bool // the leases that exist
 }
 
 func newModel() *model {
-	return &model{states: []map[string]*command.KeyValue{nil, {}}}
+	return &model{states: []map[string]*command.KeyValue{nil, {}}, leases: map[int64]bool{}}
 }
 
 func (m *model) rev() int64 { return int64(len(m.states) - 1) }
@@ -75,8 +94,8 @@ func (m *model) apply(req *command.Request) command.Code {
 	next := maps.Clone(cur)
 	rev := m.rev() + 1
 	wrote := false
-	putKV := func(k, v string) {
-		kv := &command.KeyValue{Key: []byte(k), Value: []byte(v), CreateRevision: rev, ModRevision: rev, Version: 1}
+	putKV := func(k, v string, lease int64) {
+		kv := &command.KeyValue{Key: []byte(k), Value: []byte(v), CreateRevision: rev, ModRevision: rev, Version: 1, Lease: lease}
 		if old := cur[k]; old != nil {
 			kv.CreateRevision, kv.Version = old.CreateRevision, old.Version+1
 		}
@@ -92,7 +111,10 @@ func (m *model) apply(req *command.Request) command.Code {
 	}
 	switch r := req.Request.(type) {
 	case *command.Request_Put:
-		putKV(string(r.Put.Key), string(r.Put.Value))
+		if l := r.Put.Lease; l != 0 && !m.leases[l] {
+			return command.Code_LEASE_NOT_FOUND
+		}
+		putKV(string(r.Put.Key), string(r.Put.Value), r.Put.Lease)
 	case *command.Request_DeleteRange:
 		delRange(string(r.DeleteRange.Key), string(r.DeleteRange.RangeEnd))
 	case *command.Request_Txn:
@@ -102,8 +124,13 @@ func (m *model) apply(req *command.Request) command.Code {
 			ops = r.Txn.Success
 		}
 		for _, op := range ops {
+			if l := op.GetRequestPut().GetLease(); l != 0 && !m.leases[l] {
+				return command.Code_LEASE_NOT_FOUND
+			}
+		}
+		for _, op := range ops {
 			if p := op.GetRequestPut(); p != nil {
-				putKV(string(p.Key), string(p.Value))
+				putKV(string(p.Key), string(p.Value), p.Lease)
 			} else {
 				delRange(string(op.GetRequestDeleteRange().Key), "")
 			}
@@ -116,6 +143,23 @@ func (m *model) apply(req *command.Request) command.Code {
 			return command.Code_FUTURE_REV
 		default:
 			m.compact = c
+		}
+	case *command.Request_LeaseGrant:
+		if m.leases[r.LeaseGrant.Id] {
+			return command.Code_LEASE_EXISTS
+		}
+		m.leases[r.LeaseGrant.Id] = true
+	case *command.Request_LeaseRevoke:
+		id := r.LeaseRevoke.Id
+		if !m.leases[id] {
+			return command.Code_LEASE_NOT_FOUND
+		}
+		delete(m.leases, id)
+		for k, kv := range cur {
+			if kv.Lease == id {
+				delete(next, k)
+				wrote = true
+			}
 		}
 	}
 	if wrote {
@@ -183,6 +227,9 @@ func TestMatchesModel(t *testing.T) {
 						t.Fatalf("read %v at %d:\n%v\nwant count=%d more=%v %v", req, m.rev(), gr, count, more, kvs)
 					}
 				}
+				if got, want := leaseTable(t, nd), m.leaseTable(); got != want {
+					t.Fatalf("after command %d %v: lease table\n%s\nwant\n%s", i, req, got, want)
+				}
 			}
 		})
 	}
@@ -191,7 +238,8 @@ func TestMatchesModel(t *testing.T) {
 func equalKVs(a, b []*command.KeyValue) bool {
 	return slices.EqualFunc(a, b, func(x, y *command.KeyValue) bool {
 		return string(x.Key) == string(y.Key) && string(x.Value) == string(y.Value) &&
-			x.CreateRevision == y.CreateRevision && x.ModRevision == y.ModRevision && x.Version == y.Version
+			x.CreateRevision == y.CreateRevision && x.ModRevision == y.ModRevision && x.Version == y.Version &&
+			x.Lease == y.Lease
 	})
 }
 
@@ -201,4 +249,43 @@ func matches(k, key, end string) bool {
 		return k == key
 	}
 	return inRange(k, key, end)
+}
+
+// leaseTable prints the leases that exist with their keys, as the model
+// has them.
+func (m *model) leaseTable() string {
+	var b strings.Builder
+	cur := m.states[m.rev()]
+	for _, id := range slices.Sorted(maps.Keys(m.leases)) {
+		n, size := 0, 0
+		var ks []string
+		for _, k := range slices.Sorted(maps.Keys(cur)) {
+			if cur[k].Lease == id {
+				n, size = n+1, size+len(k)
+				ks = append(ks, fmt.Sprintf("%q", k))
+			}
+		}
+		fmt.Fprintf(&b, "%d keys=%d bytes=%d: %s\n", id, n, size, strings.Join(ks, " "))
+	}
+	return b.String()
+}
+
+// leaseTable prints the FSM's lease table the way model.leaseTable does.
+func leaseTable(t *testing.T, nd *node) string {
+	var b strings.Builder
+	err := nd.n.DB().View(func(txn *badger.Txn) error {
+		return fsm.ScanLeases(txn, func(l fsm.Lease) error {
+			var ks []string
+			err := fsm.LeaseKeys(txn, l.ID, func(key []byte) error {
+				ks = append(ks, fmt.Sprintf("%q", key))
+				return nil
+			})
+			fmt.Fprintf(&b, "%d keys=%d bytes=%d: %s\n", l.ID, l.Keys, l.KeyBytes, strings.Join(ks, " "))
+			return err
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
 }

@@ -12,10 +12,14 @@ import (
 )
 
 // Range answers req from the state txn sees (a read-only db.View after a
-// ReadIndex, say), without raft. Outcomes such as COMPACTED are in the
+// ReadIndex, say), without raft, or from memory as Cached does. Outcomes such as COMPACTED are in the
 // response's code; the error is badger's. The response's revision is the
 // current one, whatever revision req reads at, as in etcd.
 func (f *FSM) Range(txn *badger.Txn, req *command.RangeRequest) (*command.Response, error) {
+	if resp, ok := f.Cached(req); ok {
+		return resp, nil
+	}
+	single := cacheable(req)
 	rev, compact, err := ReadRevisions(txn)
 	if err != nil {
 		return nil, err
@@ -29,8 +33,31 @@ func (f *FSM) Range(txn *badger.Txn, req *command.RangeRequest) (*command.Respon
 		refuse(resp, code, msg)
 		return resp, nil
 	}
+	if single {
+		if e, ok := cachedFrom(req, rr); ok {
+			f.reads.fill(req.GetKey(), e, rev)
+		}
+	}
 	resp.Response = &command.Response_Range{Range: rr}
 	return resp, nil
+}
+
+// Cached answers req from memory if it reads one key at the current
+// revision and the key's committed state is cached; ok is false otherwise.
+// It needs no transaction: the answer is the state as of the newest
+// commit CommitNotifier saw (so at least as new as any result already
+// handed out).
+func (f *FSM) Cached(req *command.RangeRequest) (resp *command.Response, ok bool) {
+	if !cacheable(req) {
+		return nil, false
+	}
+	e, rev, compact, ok := f.reads.get(req.GetKey())
+	if !ok {
+		return nil, false
+	}
+	resp = &command.Response{Revision: rev, CompactRevision: compact}
+	resp.Response = &command.Response_Range{Range: rangeCached(req, e)}
+	return resp, true
 }
 
 // checkRev tells whether revision rev (<= 0: current) may be read when the

@@ -76,9 +76,10 @@ func (e *exec) path(t *command.TxnRequest, path []bool, depth int) ([]bool, erro
 
 // plan is what check gathers about the writes on a txn's path.
 type plan struct {
-	b    budget
-	puts [][]byte
-	dels []span
+	b      budget
+	puts   [][]byte
+	dels   []span
+	leased leaseUse // keys attached to each lease
 }
 
 // span is a range of keys [lo, hi); hi nil means no end.
@@ -111,12 +112,15 @@ func (e *exec) check(t *command.TxnRequest, path []bool, i *int, p *plan) (comma
 			}
 		case *command.RequestOp_RequestPut:
 			pr := r.RequestPut
-			_, found, err := e.current(pr.GetKey(), false)
+			cur, found, err := e.current(pr.GetKey(), false)
 			if err != nil {
 				return 0, "", err
 			}
-			if code, msg := e.checkPut(pr, found); code != command.Code_OK {
-				return code, msg, nil
+			if p.leased == nil {
+				p.leased = leaseUse{}
+			}
+			if code, msg, err := e.checkPut(pr, cur, found, p.leased); err != nil || code != command.Code_OK {
+				return code, msg, err
 			}
 			if !p.b.add(putCost(pr.GetKey(), pr.GetValue())) {
 				return command.Code_TOO_LARGE, tooLargeMsg, nil

@@ -36,6 +36,11 @@
 //	                            revision; esc writes each 0x00 as 0x00 0xFF
 //	                            and ends with 0x00 0x01, which keeps key
 //	                            order and makes no key a prefix of another
+//	s/l/<id:8 BE>            -> lease: uvarints ttl and remaining (ns; 0 =
+//	                            not checkpointed), then the number and the
+//	                            total bytes of the keys attached to it
+//	s/lk/<id:8 BE><key>      -> empty: key is attached to lease id (the
+//	                            key's record names the lease the other way)
 //
 // A record is: kind:1, then uvarints create_revision, mod_revision,
 // version, zigzag lease and prev (the revision of the key's previous

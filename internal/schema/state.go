@@ -11,7 +11,35 @@ var (
 	StateKV      = []byte("s/k/")
 	StateHistory = []byte("s/h/")
 	StateIndex   = []byte("s/i/")
+	StateLease   = []byte("s/l/")
+	StateLeased  = []byte("s/lk/")
 )
+
+// LeaseKey appends the key of lease id's record to dst.
+func LeaseKey(dst []byte, id int64) []byte {
+	return binary.BigEndian.AppendUint64(append(dst, StateLease...), uint64(id))
+}
+
+// ParseLeaseKey returns the lease id of a key made by LeaseKey.
+func ParseLeaseKey(k []byte) (int64, bool) {
+	b := k[len(StateLease):]
+	if len(b) != 8 {
+		return 0, false
+	}
+	return int64(binary.BigEndian.Uint64(b)), true
+}
+
+// LeasedPrefix appends the prefix of the attachment keys of lease id to
+// dst.
+func LeasedPrefix(dst []byte, id int64) []byte {
+	return binary.BigEndian.AppendUint64(append(dst, StateLeased...), uint64(id))
+}
+
+// LeasedKey appends the key recording that key is attached to lease id to
+// dst.
+func LeasedKey(dst []byte, id int64, key []byte) []byte {
+	return append(LeasedPrefix(dst, id), key...)
+}
 
 // KVKey appends the current-value key of key to dst.
 func KVKey(dst, key []byte) []byte {

@@ -467,6 +467,256 @@ func (x *RestoreMarker) GetMetadata() []byte {
 	return nil
 }
 
+// PeerCall carries a call to the leader's service (raftnode's CallLeader)
+// or its answer, outside the raft log, in the context of a raftpb.Message
+// that raft itself never sends between peers.
+type PeerCall struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          uint32                 `protobuf:"varint,1,opt,name=kind,proto3" json:"kind,omitempty"`     // 1 = request, 2 = reply, 3 = not the leader
+	Origin        uint64                 `protobuf:"varint,2,opt,name=origin,proto3" json:"origin,omitempty"` // the caller's run (raftnode's proposal origin)
+	Seq           uint64                 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`       // the call, within that run
+	Data          []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`      // request or reply
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerCall) Reset() {
+	*x = PeerCall{}
+	mi := &file_wire_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerCall) ProtoMessage() {}
+
+func (x *PeerCall) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerCall.ProtoReflect.Descriptor instead.
+func (*PeerCall) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *PeerCall) GetKind() uint32 {
+	if x != nil {
+		return x.Kind
+	}
+	return 0
+}
+
+func (x *PeerCall) GetOrigin() uint64 {
+	if x != nil {
+		return x.Origin
+	}
+	return 0
+}
+
+func (x *PeerCall) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *PeerCall) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// LeaseCall asks the leader's lessor (internal/lessor) to renew leases or
+// to tell what they have left; sent with raftnode's CallLeader.
+type LeaseCall struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeepAlive     []int64                `protobuf:"varint,1,rep,packed,name=keep_alive,json=keepAlive,proto3" json:"keep_alive,omitempty"`      // leases to renew
+	TimeToLive    []int64                `protobuf:"varint,2,rep,packed,name=time_to_live,json=timeToLive,proto3" json:"time_to_live,omitempty"` // leases to report on
+	All           bool                   `protobuf:"varint,3,opt,name=all,proto3" json:"all,omitempty"`                                          // report on every lease
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseCall) Reset() {
+	*x = LeaseCall{}
+	mi := &file_wire_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseCall) ProtoMessage() {}
+
+func (x *LeaseCall) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseCall.ProtoReflect.Descriptor instead.
+func (*LeaseCall) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *LeaseCall) GetKeepAlive() []int64 {
+	if x != nil {
+		return x.KeepAlive
+	}
+	return nil
+}
+
+func (x *LeaseCall) GetTimeToLive() []int64 {
+	if x != nil {
+		return x.TimeToLive
+	}
+	return nil
+}
+
+func (x *LeaseCall) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+// LeaseAnswer is the lessor's answer to a LeaseCall.
+type LeaseAnswer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// not_ready: this peer's lessor does not rule (yet): ask again shortly.
+	NotReady bool `protobuf:"varint,1,opt,name=not_ready,json=notReady,proto3" json:"not_ready,omitempty"`
+	// leases answers keep_alive, then time_to_live, in order; or, with all,
+	// every lease.
+	Leases        []*LeaseTTL `protobuf:"bytes,2,rep,name=leases,proto3" json:"leases,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseAnswer) Reset() {
+	*x = LeaseAnswer{}
+	mi := &file_wire_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseAnswer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseAnswer) ProtoMessage() {}
+
+func (x *LeaseAnswer) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseAnswer.ProtoReflect.Descriptor instead.
+func (*LeaseAnswer) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *LeaseAnswer) GetNotReady() bool {
+	if x != nil {
+		return x.NotReady
+	}
+	return false
+}
+
+func (x *LeaseAnswer) GetLeases() []*LeaseTTL {
+	if x != nil {
+		return x.Leases
+	}
+	return nil
+}
+
+// LeaseTTL is a lease's state as the leader's lessor sees it.
+type LeaseTTL struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Ttl           int64                  `protobuf:"varint,2,opt,name=ttl,proto3" json:"ttl,omitempty"`                                 // nanoseconds left; 0 = no such lease
+	GrantedTtl    int64                  `protobuf:"varint,3,opt,name=granted_ttl,json=grantedTtl,proto3" json:"granted_ttl,omitempty"` // nanoseconds
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseTTL) Reset() {
+	*x = LeaseTTL{}
+	mi := &file_wire_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseTTL) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseTTL) ProtoMessage() {}
+
+func (x *LeaseTTL) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseTTL.ProtoReflect.Descriptor instead.
+func (*LeaseTTL) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *LeaseTTL) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *LeaseTTL) GetTtl() int64 {
+	if x != nil {
+		return x.Ttl
+	}
+	return 0
+}
+
+func (x *LeaseTTL) GetGrantedTtl() int64 {
+	if x != nil {
+		return x.GrantedTtl
+	}
+	return 0
+}
+
 var File_wire_proto protoreflect.FileDescriptor
 
 const file_wire_proto_rawDesc = "" +
@@ -499,7 +749,26 @@ const file_wire_proto_rawDesc = "" +
 	"\x05error\x18\x02 \x01(\tR\x05error\"?\n" +
 	"\rRestoreMarker\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x1a\n" +
-	"\bmetadata\x18\x02 \x01(\fR\bmetadataB,Z*github.com/concordkv/concord/internal/wireb\x06proto3"
+	"\bmetadata\x18\x02 \x01(\fR\bmetadata\"\\\n" +
+	"\bPeerCall\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\rR\x04kind\x12\x16\n" +
+	"\x06origin\x18\x02 \x01(\x04R\x06origin\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12\x12\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\"^\n" +
+	"\tLeaseCall\x12\x1d\n" +
+	"\n" +
+	"keep_alive\x18\x01 \x03(\x03R\tkeepAlive\x12 \n" +
+	"\ftime_to_live\x18\x02 \x03(\x03R\n" +
+	"timeToLive\x12\x10\n" +
+	"\x03all\x18\x03 \x01(\bR\x03all\"Z\n" +
+	"\vLeaseAnswer\x12\x1b\n" +
+	"\tnot_ready\x18\x01 \x01(\bR\bnotReady\x12.\n" +
+	"\x06leases\x18\x02 \x03(\v2\x16.concord.wire.LeaseTTLR\x06leases\"M\n" +
+	"\bLeaseTTL\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x10\n" +
+	"\x03ttl\x18\x02 \x01(\x03R\x03ttl\x12\x1f\n" +
+	"\vgranted_ttl\x18\x03 \x01(\x03R\n" +
+	"grantedTtlB,Z*github.com/concordkv/concord/internal/wireb\x06proto3"
 
 var (
 	file_wire_proto_rawDescOnce sync.Once
@@ -513,7 +782,7 @@ func file_wire_proto_rawDescGZIP() []byte {
 	return file_wire_proto_rawDescData
 }
 
-var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_wire_proto_goTypes = []any{
 	(*Hello)(nil),          // 0: concord.wire.Hello
 	(*ProposalID)(nil),     // 1: concord.wire.ProposalID
@@ -523,14 +792,19 @@ var file_wire_proto_goTypes = []any{
 	(*KV)(nil),             // 5: concord.wire.KV
 	(*SnapshotAck)(nil),    // 6: concord.wire.SnapshotAck
 	(*RestoreMarker)(nil),  // 7: concord.wire.RestoreMarker
+	(*PeerCall)(nil),       // 8: concord.wire.PeerCall
+	(*LeaseCall)(nil),      // 9: concord.wire.LeaseCall
+	(*LeaseAnswer)(nil),    // 10: concord.wire.LeaseAnswer
+	(*LeaseTTL)(nil),       // 11: concord.wire.LeaseTTL
 }
 var file_wire_proto_depIdxs = []int32{
-	2, // 0: concord.wire.ProposalBatch.proposals:type_name -> concord.wire.Proposal
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	2,  // 0: concord.wire.ProposalBatch.proposals:type_name -> concord.wire.Proposal
+	11, // 1: concord.wire.LeaseAnswer.leases:type_name -> concord.wire.LeaseTTL
+	2,  // [2:2] is the sub-list for method output_type
+	2,  // [2:2] is the sub-list for method input_type
+	2,  // [2:2] is the sub-list for extension type_name
+	2,  // [2:2] is the sub-list for extension extendee
+	0,  // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_wire_proto_init() }
@@ -544,7 +818,7 @@ func file_wire_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wire_proto_rawDesc), len(file_wire_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
