@@ -14,8 +14,8 @@ import (
 	"sync/atomic"
 
 	"github.com/concordkv/concord/internal/fsm"
-	"github.com/concordkv/concord/internal/membership"
 	"github.com/concordkv/concord/internal/lessor"
+	"github.com/concordkv/concord/internal/membership"
 	"github.com/concordkv/concord/raftnode"
 	"github.com/concordkv/concord/transport"
 )
