@@ -1,6 +1,8 @@
 package concord_test
 
 import (
+	"log/slog"
+	"os"
 	"context"
 	"fmt"
 	"path/filepath"
@@ -65,6 +67,9 @@ func (g *gossipCluster) config(name string) concord.Config {
 	cfg.GossipKey = g.key
 	cfg.StabilizationTime = 200 * time.Millisecond
 	cfg.DeadMemberReclaim = time.Second
+	if debugLog != nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(debugLog, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", name)
+	}
 	return cfg
 }
 
@@ -211,3 +216,13 @@ func (g *gossipCluster) sameCluster(key string) {
 		}
 	}
 }
+
+// debugLog, set by GOSSIP_DEBUG_LOG=path, receives every gossip test
+// member's debug log.
+var debugLog = func() *os.File {
+	if p := os.Getenv("GOSSIP_DEBUG_LOG"); p != "" {
+		f, _ := os.Create(p)
+		return f
+	}
+	return nil
+}()

@@ -142,15 +142,15 @@ func newGossip(c *Config, meta Meta) (*gossip, error) {
 	return g, nil
 }
 
-// setMeta publishes m if it changed, waiting up to timeout for the
-// broadcast to leave.
-func (g *gossip) setMeta(m Meta, timeout time.Duration) error {
+// setMeta publishes m if it changed, or again if force, waiting up to
+// timeout for the broadcast to leave.
+func (g *gossip) setMeta(m Meta, force bool, timeout time.Duration) error {
 	b := m.encode(nil)
 	g.metaMu.Lock()
 	same := string(b) == string(g.meta)
 	g.meta = b
 	g.metaMu.Unlock()
-	if same {
+	if same && !force {
 		return nil
 	}
 	return g.ml.UpdateNode(timeout) // 0 would wait forever with no one to tell

@@ -16,6 +16,10 @@ import (
 	"github.com/concordkv/concord/raftnode"
 )
 
+// republishEvery is how often a node waiting on others publishes its
+// metadata again.
+const republishEvery = time.Second
+
 // Raft is the raft peer the manager drives; *raftnode.Node implements it.
 type Raft interface {
 	Status() raftnode.Status
@@ -76,6 +80,9 @@ type Manager struct {
 	state  State
 	hinted map[uint64]string // addresses given to raft as hints
 	health *health           // while leading; nil otherwise
+	// when the metadata was last published again, and in what phase
+	published time.Time
+	lastPhase Phase
 
 	base      context.Context // canceled by Close
 	cancel    context.CancelFunc
@@ -254,8 +261,16 @@ func (m *Manager) round() {
 		m.log.Info("membership: state", "round", st.Round, "cluster", st.Cluster, "proposal", st.Proposal, "accepted", st.Accepted, "committed", st.Committed)
 		m.state = st
 	}
-	if err := m.g.setMeta(metaFor(m.me, st, member), m.cfg.Interval); err != nil {
+	// Gossip spreads an update to most nodes, not surely to all before
+	// the next push/pull (15 to 30 s away): while others must act on this
+	// node's metadata, publish it again now and then.
+	meta := metaFor(m.me, st, member)
+	force := meta.Phase != PhaseMember && meta.Phase != PhaseFresh && time.Since(m.published) > republishEvery
+	if err := m.g.setMeta(meta, force, m.cfg.Interval); err != nil {
 		m.log.Debug("membership: publish metadata", "err", err)
+	}
+	if force || meta.Phase != m.lastPhase {
+		m.published, m.lastPhase = time.Now(), meta.Phase
 	}
 	m.hint(st, nodes)
 	if !member && st.Committed != nil {
