@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -281,4 +282,20 @@ func TestGossipRestartKeepsMembership(t *testing.T) {
 	if _, err := concord.Open(context.Background(), g.config("g4")); !errors.Is(err, concord.ErrInvalidConfig) {
 		t.Fatalf("reopening a left member: %v", err)
 	}
+}
+
+// TestGossipJoinRetriesSeeds: a member whose seed (a host name) is not up
+// yet keeps trying with backoff and joins once it is.
+func TestGossipJoinRetriesSeeds(t *testing.T) {
+	g := newGossipCluster(t, 0, 0)
+	_, port, _ := strings.Cut(g.addr("a")[1], ":")
+	cfg := g.config("b")
+	cfg.Join = []string{"localhost:" + port}
+	g.openWith(cfg)
+	time.Sleep(300 * time.Millisecond) // b's first attempts fail
+	cfg = g.config("a")
+	cfg.Join = nil // a lone member that gossips
+	g.openWith(cfg)
+	g.waitRoles(30*time.Second, []string{"a"}, []string{"b"})
+	g.sameCluster("k")
 }
