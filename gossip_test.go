@@ -299,3 +299,43 @@ func TestGossipJoinRetriesSeeds(t *testing.T) {
 	g.waitRoles(30*time.Second, []string{"a"}, []string{"b"})
 	g.sameCluster("k")
 }
+
+// TestGossipInMemoryRestartIsNewMember: a member without a data dir that
+// restarts under the same name is a new member with a new raft id; the
+// old id is reclaimed once gossip and raft agree it is gone.
+func TestGossipInMemoryRestartIsNewMember(t *testing.T) {
+	g := newGossipCluster(t, 3, 3)
+	inMemory := func(name string) concord.Config {
+		cfg := g.config(name)
+		cfg.DataDir = ""
+		return cfg
+	}
+	for _, name := range names("g", 1, 3) {
+		g.openWith(inMemory(name))
+	}
+	g.waitRoles(30*time.Second, names("g", 1, 3), nil)
+	put(t, g.node("g1"), "k", "v")
+	victim := "g3"
+	if g.node(victim).IsLeader() {
+		victim = "g2"
+	}
+	old := g.node(victim).Status().ID
+	g.close(victim)
+	n := g.openWith(inMemory(victim))
+	if n.Status().ID == old {
+		t.Fatal("an in-memory member came back with its old raft id")
+	}
+	g.waitRoles(60*time.Second, names("g", 1, 3), nil)
+	ms, err := g.node("g1").Members(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if m.ID == old {
+			t.Fatalf("old id %x still a member: %+v", old, ms)
+		}
+	}
+	if v := value(t, n, "k"); v != "v" {
+		t.Fatalf("new member reads %q", v)
+	}
+}
