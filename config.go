@@ -32,16 +32,27 @@ type Config struct {
 	// InitialCluster[Name], else PeerAddr (as bound, so port 0 works for a
 	// one-node cluster). When both are set they must be equal.
 	AdvertisePeerAddr string
-	// GossipAddr is memberlist's bind "host:port"; "" = no gossip (static
-	// cluster). Gossip is not available yet: Open refuses a non-empty one.
+	// GossipAddr is memberlist's bind "host:port" (a host name is
+	// resolved once, at Open); "" = no gossip (static cluster). With
+	// gossip, members find each other, a leader adds new ones and
+	// removes dead ones (see BootstrapExpect, Join and the package doc).
+	// Gossip needs PeerAddr, the raft address members dial.
 	GossipAddr string
-	// AdvertiseGossipAddr is the gossip address peers reach. Not available
-	// yet (see GossipAddr).
+	// AdvertiseGossipAddr is the gossip address the others reach this
+	// member at. Default: GossipAddr, or with an unspecified host
+	// (0.0.0.0) the first private IPv4 address of this machine.
 	AdvertiseGossipAddr string
-	// Join lists gossip seeds. Not available yet (see GossipAddr).
+	// Join lists gossip seeds ("host:port", host names allowed, resolved
+	// at every attempt). Open returns at once; seeds are retried with
+	// backoff until one answers. Without InitialCluster and
+	// BootstrapExpect, a member with seeds waits to be added to the
+	// cluster it finds through them.
 	Join []string
-	// BootstrapExpect forms a new cluster once this many peers gossip.
-	// Not available yet (see GossipAddr).
+	// BootstrapExpect forms a new cluster once this many members gossip
+	// with the same value, none of which has seen an existing cluster;
+	// a member started later with the same config joins the cluster
+	// instead. Every replica of one binary can use the same value. At
+	// most MaxVoters; needs GossipAddr; not with InitialCluster.
 	BootstrapExpect int
 	// InitialCluster bootstraps a static cluster: every member's name and
 	// peer address, the same on every member (etcd's initial-cluster). It
@@ -63,8 +74,11 @@ type Config struct {
 	// The node owns it from Open on: Close closes it, and so does Open
 	// when it fails. Default nil: TCP.
 	Transport transport.Transport
-	// GossipKey is memberlist's encryption key. Not available yet (see
-	// GossipAddr).
+	// GossipKey encrypts gossip (AES, 16, 24 or 32 bytes) and makes
+	// every member drop messages that are not encrypted with it, so a
+	// node without the key cannot join. Default nil: plaintext gossip,
+	// which anyone reaching GossipAddr can take part in. Needs
+	// GossipAddr.
 	GossipKey []byte
 	// Logger receives raft's, badger's and the transport's logs. Default
 	// nil: nothing is logged.
@@ -96,6 +110,22 @@ type Config struct {
 	// stays silent before it sends a progress notification (an empty
 	// response carrying the revision it got to). Default 10s.
 	WatchProgressInterval time.Duration
+
+	// MaxVoters caps the voters gossip membership promotes; the voter
+	// count is kept odd, other members stay learners. Default 5.
+	MaxVoters int
+	// StabilizationTime is how long a new member must have been alive
+	// and replicating before it is promoted to voter. Default 10s.
+	StabilizationTime time.Duration
+	// DeadMemberReclaim is how long gossip must report a member dead,
+	// and raft not have heard from it, before the leader removes it (if
+	// the remaining voters still have a healthy quorum). A removed
+	// member's DataDir cannot rejoin: remove it to join anew. Default 5m.
+	DeadMemberReclaim time.Duration
+	// GossipLocal selects memberlist's loopback profile (faster probes
+	// and failure detection) instead of its LAN one. DefaultLocalConfig
+	// sets it.
+	GossipLocal bool
 }
 
 // Defaults of Config's tuning fields.
@@ -109,6 +139,10 @@ const (
 	defaultMaxKeySize             = 3 << 9  // 1.5 KiB
 	defaultWatchProgressInterval  = 10 * time.Second
 	maxMaxRequestBytes            = 8 << 20
+	defaultMaxVoters              = 5
+	defaultStabilizationTime      = 10 * time.Second
+	defaultDeadMemberReclaim      = 5 * time.Minute
+	maxBootstrapExpect            = 9
 
 	// In memory, badger refuses values over 1 MiB, and a raft entry (a
 	// batch of requests, or one large request alone) is one value: keep
@@ -141,10 +175,15 @@ func DefaultConfig() Config {
 
 // DefaultLocalConfig returns a Config for loopback clusters and tests:
 // a 10ms tick, so an election takes about 100ms to 200ms instead of 1s to
-// 2s. Everything else is DefaultConfig's.
+// 2s; memberlist's loopback profile (a dead member is noticed in about
+// 5s); a 1s StabilizationTime and a 10s DeadMemberReclaim. Everything
+// else is DefaultConfig's.
 func DefaultLocalConfig() Config {
 	c := DefaultConfig()
 	c.TickInterval = 10 * time.Millisecond
+	c.GossipLocal = true
+	c.StabilizationTime = time.Second
+	c.DeadMemberReclaim = 10 * time.Second
 	return c
 }
 
@@ -169,6 +208,9 @@ func (c *Config) setDefaults() {
 	setDefault(&c.MaxRequestBytes, defaultMaxRequestBytes)
 	setDefault(&c.MaxKeySize, defaultMaxKeySize)
 	setDefault(&c.WatchProgressInterval, defaultWatchProgressInterval)
+	setDefault(&c.MaxVoters, defaultMaxVoters)
+	setDefault(&c.StabilizationTime, defaultStabilizationTime)
+	setDefault(&c.DeadMemberReclaim, defaultDeadMemberReclaim)
 	if self, ok := c.InitialCluster[c.Name]; ok && c.Transport == nil {
 		setDefault(&c.PeerAddr, self)
 		setDefault(&c.AdvertisePeerAddr, self)
@@ -188,20 +230,9 @@ func (c *Config) validate() error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, a...)...)
 	}
-	const noGossip = "gossip is not available yet; use InitialCluster for a static cluster"
 	switch {
 	case c.Name == "":
 		return bad("Name is required")
-	case c.GossipAddr != "":
-		return bad("GossipAddr must be empty: %s", noGossip)
-	case c.AdvertiseGossipAddr != "":
-		return bad("AdvertiseGossipAddr must be empty: %s", noGossip)
-	case len(c.Join) > 0:
-		return bad("Join must be empty: %s", noGossip)
-	case c.BootstrapExpect != 0:
-		return bad("BootstrapExpect must be 0: %s", noGossip)
-	case len(c.GossipKey) > 0:
-		return bad("GossipKey must be empty: %s", noGossip)
 	case c.TickInterval < time.Millisecond:
 		return bad("TickInterval must be at least 1ms, got %v", c.TickInterval)
 	case c.HeartbeatTicks <= 0 || c.ElectionTicks <= c.HeartbeatTicks:
@@ -216,6 +247,9 @@ func (c *Config) validate() error {
 		return bad("MaxKeySize must be in [1, %d], got %d", fsm.MaxKeySize, c.MaxKeySize)
 	}
 	if err := c.validateCluster(bad); err != nil {
+		return err
+	}
+	if err := c.validateGossip(bad); err != nil {
 		return err
 	}
 	if c.Transport != nil {
@@ -273,6 +307,68 @@ func (c *Config) validateCluster(bad func(string, ...any) error) error {
 		}
 		if port == "0" && len(c.InitialCluster) > 1 {
 			return bad("InitialCluster[%q] must have a fixed port for peers to dial, got %q", name, addr)
+		}
+	}
+	return nil
+}
+
+// gossip tells whether the member gossips.
+func (c *Config) gossip() bool { return c.GossipAddr != "" }
+
+// static tells whether the member bootstraps from a static member list
+// (InitialCluster, or alone): its raft id is derived from its name, as
+// every static member derives the others'. Members that get into a
+// cluster through gossip (BootstrapExpect or Join) have random ids.
+func (c *Config) static() bool {
+	_, listed := c.InitialCluster[c.Name]
+	return listed || (c.BootstrapExpect == 0 && len(c.Join) == 0)
+}
+
+func (c *Config) validateGossip(bad func(string, ...any) error) error {
+	needs := func(field string) error {
+		return bad("%s needs GossipAddr: without it the member does not gossip", field)
+	}
+	hostPort := func(field, addr string) error {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return bad("%s must be host:port, got %q: %v", field, addr, err)
+		}
+		return nil
+	}
+	switch {
+	case c.MaxVoters < 1:
+		return bad("MaxVoters must be at least 1, got %d", c.MaxVoters)
+	case c.StabilizationTime < 0 || c.DeadMemberReclaim < 0:
+		return bad("StabilizationTime and DeadMemberReclaim must not be negative")
+	case c.BootstrapExpect < 0 || c.BootstrapExpect > min(c.MaxVoters, maxBootstrapExpect):
+		return bad("BootstrapExpect must be in [0, %d] (MaxVoters, at most %d), got %d", min(c.MaxVoters, maxBootstrapExpect), maxBootstrapExpect, c.BootstrapExpect)
+	case c.BootstrapExpect > 0 && len(c.InitialCluster) > 0:
+		return bad("BootstrapExpect and InitialCluster are two ways to form a cluster: set one (gossip joiners of a static cluster set Join)")
+	case len(c.GossipKey) > 0 && len(c.GossipKey) != 16 && len(c.GossipKey) != 24 && len(c.GossipKey) != 32:
+		return bad("GossipKey must be 16, 24 or 32 bytes, got %d", len(c.GossipKey))
+	case !c.gossip() && c.AdvertiseGossipAddr != "":
+		return needs("AdvertiseGossipAddr")
+	case !c.gossip() && len(c.Join) > 0:
+		return needs("Join")
+	case !c.gossip() && c.BootstrapExpect > 0:
+		return needs("BootstrapExpect")
+	case !c.gossip() && len(c.GossipKey) > 0:
+		return needs("GossipKey")
+	case !c.gossip():
+		return nil
+	case c.PeerAddr == "" && c.Transport == nil:
+		return bad("GossipAddr needs PeerAddr: gossip tells the others where to dial this member's raft transport")
+	}
+	if err := hostPort("GossipAddr", c.GossipAddr); err != nil {
+		return err
+	}
+	if c.AdvertiseGossipAddr != "" {
+		if err := hostPort("AdvertiseGossipAddr", c.AdvertiseGossipAddr); err != nil {
+			return err
+		}
+	}
+	for _, j := range c.Join {
+		if err := hostPort("Join entry", j); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+
+	"github.com/concordkv/concord/internal/membership"
 )
 
 // memberFile is the name, in DataDir, of the file binding the data dir to
@@ -23,12 +25,16 @@ type memberRecord struct {
 	Cluster []string `json:"cluster"`
 	// Left is set once the member left the cluster (Leave).
 	Left bool `json:"left,omitempty"`
+	// Gossip is a gossip member's way into its cluster (see
+	// internal/membership.State).
+	Gossip *membership.State `json:"gossip,omitempty"`
 }
 
-// claimDataDir binds c.DataDir to c's member on its first use and, on
-// later ones, refuses a config naming another member or other initial
-// members: raft state must never be reused by a different member.
-func claimDataDir(c *Config) error {
+// claimDataDir binds c.DataDir to c's member on its first use (with a new
+// raft id, see newMemberID) and, on later ones, refuses a config naming
+// another member or other initial members: raft state must never be
+// reused by a different member. It returns the member's record.
+func claimDataDir(c *Config) (*memberRecord, error) {
 	cluster := []string{c.Name}
 	if len(c.InitialCluster) > 0 {
 		cluster = cluster[:0]
@@ -40,22 +46,35 @@ func claimDataDir(c *Config) error {
 	rec, err := readMember(c.DataDir)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err := refuseForeignDir(c.DataDir); err != nil {
-			return err
+			return nil, err
 		}
-		return writeMember(c.DataDir, &memberRecord{Name: c.Name, ID: MemberID(c.Name), Cluster: cluster})
+		rec = &memberRecord{Name: c.Name, ID: newMemberID(c), Cluster: cluster}
+		return rec, writeMember(c.DataDir, rec)
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	switch {
 	case rec.Name != c.Name:
-		return fmt.Errorf("%w: DataDir %q belongs to member %q, not to Name %q", ErrInvalidConfig, c.DataDir, rec.Name, c.Name)
+		return nil, fmt.Errorf("%w: DataDir %q belongs to member %q, not to Name %q", ErrInvalidConfig, c.DataDir, rec.Name, c.Name)
 	case rec.Left:
-		return fmt.Errorf("%w: member %q left its cluster; remove DataDir %q to join anew", ErrInvalidConfig, c.Name, c.DataDir)
+		return nil, fmt.Errorf("%w: member %q left its cluster; remove DataDir %q to join anew", ErrInvalidConfig, c.Name, c.DataDir)
 	case !slices.Equal(rec.Cluster, cluster):
-		return fmt.Errorf("%w: InitialCluster names members %q, but DataDir %q was created with %q: an existing cluster's membership does not change through InitialCluster", ErrInvalidConfig, cluster, c.DataDir, rec.Cluster)
+		return nil, fmt.Errorf("%w: InitialCluster names members %q, but DataDir %q was created with %q: an existing cluster's membership does not change through InitialCluster", ErrInvalidConfig, cluster, c.DataDir, rec.Cluster)
+	case rec.ID == 0:
+		return nil, fmt.Errorf("%w: DataDir %q: member file has no raft id", ErrInvalidConfig, c.DataDir)
 	}
-	return nil
+	return rec, nil
+}
+
+// saveGossipState records a gossip member's state in its member file.
+func saveGossipState(dir string, st membership.State) error {
+	rec, err := readMember(dir)
+	if err != nil {
+		return err
+	}
+	rec.Gossip = &st
+	return writeMember(dir, rec)
 }
 
 // refuseForeignDir refuses a data dir without a member file that holds a

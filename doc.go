@@ -6,14 +6,17 @@
 // service.
 //
 // What works today: static clusters (InitialCluster) and one-node
-// clusters, durable (DataDir) or in memory; Put, Get, Delete, Txn,
-// Compact and the helpers Create, CompareAndSwap, CompareAndDelete and
-// PutSequential; watches ([Node.Watch], [WatchTyped], [Informer]);
-// leases (Grant, KeepAlive, WithLease, WithTTL, ...) and sessions; cluster
-// info and leadership transfer; package concordtest, to run clusters with
-// injected faults in tests. Gossip membership (Config.GossipAddr, Join,
-// BootstrapExpect) and the coordination primitives are not available yet:
-// their options are refused with a clear error rather than ignored.
+// clusters, durable (DataDir) or in memory; gossip membership
+// (GossipAddr, Join, BootstrapExpect, GossipKey): replicas of one binary
+// started with the same config find each other, form one cluster, and a
+// leader-side reconciler adds new members, promotes them, keeps the voter
+// count odd and removes dead ones; Put, Get, Delete, Txn, Compact and the
+// helpers Create, CompareAndSwap, CompareAndDelete and PutSequential;
+// watches ([Node.Watch], [WatchTyped], [Informer]); leases (Grant,
+// KeepAlive, WithLease, WithTTL, ...) and sessions; cluster info and
+// leadership transfer; package concordtest, to run clusters with injected
+// faults in tests. The coordination primitives (Mutex, Election, Queue,
+// ...) are not available yet.
 //
 // # Architecture
 //
@@ -46,11 +49,13 @@
 // internal/schema). A write is acknowledged once it is committed on a
 // quorum, fsynced, and applied on the node that proposed it.
 //
-// A member's raft id is derived from its name (the first 8 bytes of its
-// SHA-256), so every member of a static cluster agrees on the ids from
-// InitialCluster alone. DataDir holds the file "member" (the member's
-// name, id and initial cluster) and "db" (badger). Reopening a DataDir
-// under another Name, or with another set of initial members, is refused.
+// A static member's raft id is derived from its name (the first 8 bytes
+// of its SHA-256, [MemberID]), so every member of a static cluster agrees
+// on the ids from InitialCluster alone; a member that comes in through
+// gossip gets a random id, which gossip carries to the others. DataDir
+// holds the file "member" (the member's name, id, initial cluster and
+// gossip bootstrap state) and "db" (badger). Reopening a DataDir under
+// another Name, or with another set of initial members, is refused.
 //
 // # Usage
 //
@@ -75,10 +80,38 @@
 //	n, err := concord.Open(ctx, cfg) // listens on InitialCluster["svc-1"]
 //	err = n.Ready(ctx)               // optional: calls wait for it anyway
 //
+// The same replicas with gossip instead, every one started with the same
+// config but for its name and addresses:
+//
+//	cfg.GossipAddr = ":7946"
+//	cfg.AdvertiseGossipAddr = myIP + ":7946"
+//	cfg.PeerAddr, cfg.AdvertisePeerAddr = ":7000", myIP+":7000"
+//	cfg.Join = []string{"svc-1:7946", "svc-2:7946", "svc-3:7946"} // host names are fine
+//	cfg.BootstrapExpect = 3
+//
 // Open returns at once; Ready waits until the node knows a leader and has
 // caught up. Every call takes a ctx and waits for readiness within it.
 // Close leaves the node a member (reopening its DataDir rejoins); Leave
 // removes it from the cluster for good.
+//
+// # Membership
+//
+// With GossipAddr set, members gossip (hashicorp/memberlist; encrypted
+// and authenticated with GossipKey) and publish their raft id and
+// address. With BootstrapExpect N, the first N members that see each
+// other and have seen no cluster form one; every later member with the
+// same config joins the existing cluster instead. Two clusters cannot
+// form unless 2N fresh members start in two groups that never see each
+// other (see internal/membership for the protocol and why). The leader
+// adds a joining member as a learner, promotes learners that are caught
+// up and stable for StabilizationTime, keeps the voter count odd and at
+// most MaxVoters, and removes a member that gossip has reported dead
+// for DeadMemberReclaim, only if raft has not heard from it either and
+// the remaining voters keep a healthy quorum: gossip alone never removes
+// a voter raft still hears from. [Node.Leave] removes the member (taking
+// leadership first, so that its removal is known committed) and tells
+// gossip, then closes. [Node.Members] shows each member's role, gossip
+// state and lag.
 //
 // # Consistency
 //

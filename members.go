@@ -3,18 +3,22 @@ package concord
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/concordkv/concord/raftnode"
 )
 
-// MemberID returns the raft id of the member named name: the first 8
-// bytes of the name's SHA-256, big-endian, never 0. Every member of a
-// static cluster computes the same ids from InitialCluster alone.
+// MemberID returns the raft id of the static member named name: the
+// first 8 bytes of the name's SHA-256, big-endian, never 0. Every member
+// of a static cluster computes the same ids from InitialCluster alone.
+// Members that get into a cluster through gossip (BootstrapExpect, Join)
+// have random ids instead; Status and Members tell them.
 func MemberID(name string) uint64 {
 	sum := sha256.Sum256([]byte(name))
 	if id := binary.BigEndian.Uint64(sum[:8]); id != 0 {
@@ -23,23 +27,60 @@ func MemberID(name string) uint64 {
 	return 1
 }
 
+// newMemberID returns the raft id of a new member: derived from its name
+// for a static member, else random (64 bits, never 0). Gossip carries a
+// random id to the others; a DataDir keeps it, and a member that left
+// never comes back with it, so ids are never reused.
+func newMemberID(c *Config) uint64 {
+	if c.static() {
+		return MemberID(c.Name)
+	}
+	for {
+		var b [8]byte
+		rand.Read(b[:])
+		if id := binary.BigEndian.Uint64(b[:]); id != 0 {
+			return id
+		}
+	}
+}
+
 // Member is one member of the cluster.
 type Member struct {
-	// ID is the member's raft id (derived from its name).
+	// ID is the member's raft id: derived from its name for a static
+	// member, random for one that came through gossip.
 	ID uint64
-	// Name is the member's name: known for the members of InitialCluster,
-	// "" for others.
+	// Name is the member's name: known for the members of InitialCluster
+	// and for those gossip shows (or showed) this node; "" for others.
 	Name string
 	// PeerAddr is the address its raft transport is reached at
 	// ("mem://<id>" for a one-node cluster that listens nowhere, and on a
 	// transport.Network).
 	PeerAddr string
-	// GossipAddr is its gossip address; "" (gossip is not available yet).
+	// GossipAddr is its gossip address; "" if gossip never showed it.
 	GossipAddr string
 	// IsLearner tells a non-voting member.
 	IsLearner bool
 	// IsLeader tells the current leader.
 	IsLeader bool
+	// GossipState is what gossip says of it: "alive", "suspect",
+	// "dead" or "left"; "" if gossip never showed it (or the node does
+	// not gossip).
+	GossipState string
+	// Lag is how many log entries it is behind the leader's commit
+	// index, or -1 if this node cannot tell: only the leader knows the
+	// others' progress; every member knows its own.
+	Lag int64
+}
+
+// Role is "leader", "voter" or "learner".
+func (m Member) Role() string {
+	switch {
+	case m.IsLeader:
+		return "leader"
+	case m.IsLearner:
+		return "learner"
+	}
+	return "voter"
 }
 
 // Members returns the cluster's voters and learners as this node last
@@ -65,12 +106,18 @@ func (n *Node) Members(ctx context.Context) ([]Member, error) {
 	}
 	n.addrMu.Unlock()
 	st := n.rn.Status()
+	lags := n.lags(ctx, st)
 	var out []Member
 	for _, id := range st.Voters {
 		out = append(out, n.member(id, false, st.Leader))
 	}
 	for _, id := range st.Learners {
 		out = append(out, n.member(id, true, st.Leader))
+	}
+	for i := range out {
+		if lag, ok := lags[out[i].ID]; ok {
+			out[i].Lag = lag
+		}
 	}
 	slices.SortFunc(out, func(a, b Member) int {
 		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID))
@@ -83,7 +130,9 @@ func (n *Node) member(id uint64, learner bool, leader uint64) Member {
 	n.addrMu.Lock()
 	addr := n.addrs[id]
 	n.addrMu.Unlock()
-	return Member{ID: id, Name: n.names[id], PeerAddr: addr, IsLearner: learner, IsLeader: id == leader}
+	m := Member{ID: id, Name: n.names[id], PeerAddr: addr, IsLearner: learner, IsLeader: id == leader, Lag: -1}
+	n.addGossip(&m)
+	return m
 }
 
 // Leader returns the leader as this node knows it, and false when it
@@ -138,6 +187,10 @@ func (n *Node) transferLeadership(ctx context.Context, to uint64) error {
 	return nil
 }
 
+// leaveGossipTimeout bounds how long Leave waits for its gossip leave
+// message to spread.
+const leaveGossipTimeout = 2 * time.Second
+
 // Leave removes this member from the cluster for good, then closes the
 // node. The last voter cannot leave (ErrInvalidRequest): Close it instead.
 // The DataDir of a member that left cannot be opened again; remove it to
@@ -157,7 +210,7 @@ func (n *Node) Leave(ctx context.Context) error {
 	return n.Close()
 }
 
-func (n *Node) leave(ctx context.Context) error {
+func (n *Node) leave(ctx context.Context) (err error) {
 	if err := n.alive(); err != nil {
 		return err
 	}
@@ -168,14 +221,31 @@ func (n *Node) leave(ctx context.Context) error {
 	if len(st.Voters) == 1 && st.Voters[0] == n.id {
 		return fmt.Errorf("%w: the last voter of a cluster cannot leave it; Close it instead", ErrInvalidRequest)
 	}
+	if n.mgr != nil {
+		// The reconciler must not race this member's own removal.
+		n.mgr.SetReconciling(false)
+		defer func() {
+			if err != nil {
+				n.mgr.SetReconciling(true)
+			}
+		}()
+	}
 	if slices.Contains(st.Voters, n.id) && !n.rn.IsLeader() {
 		if err := n.rn.TransferLeadership(ctx, n.id); err != nil {
 			return n.raftErr(err)
 		}
 	}
-	err := n.rn.RemovePeer(ctx, n.id)
+	err = n.rn.RemovePeer(ctx, n.id)
 	if err != nil && !errors.Is(n.rn.Err(), raftnode.ErrRemoved) {
 		return n.raftErr(err)
+	}
+	if n.mgr != nil {
+		// Out of raft: now tell gossip, so that nobody takes this member
+		// for dead. This also stops the manager, the other writer of
+		// the member file.
+		if err := n.mgr.Leave(leaveGossipTimeout); err != nil {
+			n.log.Warn("concord: gossip leave", "err", err)
+		}
 	}
 	if n.cfg.DataDir != "" {
 		return markLeft(n.cfg.DataDir)

@@ -16,6 +16,7 @@ import (
 	"github.com/concordkv/concord/internal/command"
 	"github.com/concordkv/concord/internal/fsm"
 	"github.com/concordkv/concord/internal/lessor"
+	"github.com/concordkv/concord/internal/membership"
 	"github.com/concordkv/concord/internal/watchhub"
 	"github.com/concordkv/concord/raftnode"
 	"github.com/concordkv/concord/transport"
@@ -30,6 +31,7 @@ type Node struct {
 	rn    *raftnode.Node
 	fsm   *fsm.FSM
 	hub   *watchhub.Hub[*Event]
+	mgr   *membership.Manager // gossip membership; nil without GossipAddr
 	ls    *lessor.Lessor
 	mem   *transport.Network // the in-memory transport of a node without PeerAddr, else nil
 	log   *slog.Logger
@@ -95,7 +97,6 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
-	id := MemberID(c.Name)
 	// A nil Logger stays nil for raftnode and the transport: they skip
 	// formatting altogether then.
 	var log *slog.Logger
@@ -103,20 +104,26 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 		log = c.Logger.With(logKeyMember, c.Name)
 	}
 	raftDir := ""
+	rec := &memberRecord{ID: newMemberID(&c)} // in memory: a new member each time
 	if c.DataDir != "" {
 		if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 			return nil, err
 		}
-		if err := claimDataDir(&c); err != nil {
+		var err error
+		if rec, err = claimDataDir(&c); err != nil {
 			return nil, err
 		}
 		raftDir = filepath.Join(c.DataDir, "db")
 	}
+	id := rec.ID
 	tr, mem, err := newTransport(&c, id, log)
 	if err != nil {
 		return nil, err
 	}
 	peers, names := initialPeers(&c, id, tr.Addr())
+	if !c.static() {
+		peers = gossipPeers(rec)
+	}
 	// The state machine reports lease changes to the node once it exists;
 	// the lessor's mirror is loaded after that, so it misses none. The
 	// watch hub calls History and Revision only for watches, made once
@@ -196,6 +203,15 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	for _, p := range peers {
 		n.addrs[p.ID] = p.Addr
+	}
+	if c.gossip() {
+		if err := n.startGossip(rec, tr.Addr(), log); err != nil {
+			err = errors.Join(err, rn.Stop())
+			if mem != nil {
+				mem.Close()
+			}
+			return nil, err
+		}
 	}
 	for i := range n.seqLocks {
 		n.seqLocks[i] = make(chan struct{}, 1)
@@ -334,6 +350,10 @@ func (n *Node) Close() error {
 		n.cancelBg()
 		n.hub.Close() // ends watches
 		n.ls.Stop()
+		var mgrErr error
+		if n.mgr != nil {
+			mgrErr = n.mgr.Close() // no-op after Leave
+		}
 		n.lifeMu.Lock()
 		err := n.rn.Stop()
 		n.lifeMu.Unlock()
@@ -341,7 +361,7 @@ func (n *Node) Close() error {
 		if n.mem != nil {
 			n.mem.Close()
 		}
-		if err != nil {
+		if err = errors.Join(mgrErr, err); err != nil {
 			n.closeErr = fmt.Errorf("concord.Close: %w", err)
 		}
 	})

@@ -124,12 +124,24 @@ func TestOpenValidation(t *testing.T) {
 		edit func(*concord.Config)
 		rule string
 	}{
-		"no name":           {func(c *concord.Config) { c.Name = "" }, "Name is required"},
-		"gossip addr":       {func(c *concord.Config) { c.GossipAddr = "127.0.0.1:7946" }, "gossip is not available yet"},
-		"advertise gossip":  {func(c *concord.Config) { c.AdvertiseGossipAddr = "10.0.0.1:7946" }, "gossip is not available yet"},
-		"join":              {func(c *concord.Config) { c.Join = []string{"10.0.0.2:7946"} }, "Join must be empty"},
-		"bootstrap expect":  {func(c *concord.Config) { c.BootstrapExpect = 3 }, "BootstrapExpect must be 0"},
-		"gossip key":        {func(c *concord.Config) { c.GossipKey = make([]byte, 16) }, "GossipKey must be empty"},
+		"no name":         {func(c *concord.Config) { c.Name = "" }, "Name is required"},
+		"gossip addr":     {func(c *concord.Config) { c.GossipAddr = "127.0.0.1:7946" }, "GossipAddr needs PeerAddr"},
+		"bad gossip addr": {func(c *concord.Config) { c.PeerAddr, c.GossipAddr = "127.0.0.1:0", "nowhere" }, "GossipAddr must be host:port"},
+		"bad join": {func(c *concord.Config) {
+			c.PeerAddr, c.GossipAddr, c.Join = "127.0.0.1:0", "127.0.0.1:0", []string{"x"}
+		}, "Join entry must be host:port"},
+		"advertise gossip": {func(c *concord.Config) { c.AdvertiseGossipAddr = "10.0.0.1:7946" }, "AdvertiseGossipAddr needs GossipAddr"},
+		"join":             {func(c *concord.Config) { c.Join = []string{"10.0.0.2:7946"} }, "Join needs GossipAddr"},
+		"bootstrap expect": {func(c *concord.Config) { c.BootstrapExpect = 3 }, "BootstrapExpect needs GossipAddr"},
+		"expect too big":   {func(c *concord.Config) { c.BootstrapExpect = 7 }, "BootstrapExpect must be in [0, 5]"},
+		"expect negative":  {func(c *concord.Config) { c.BootstrapExpect = -1 }, "BootstrapExpect must be in"},
+		"expect and static": {func(c *concord.Config) {
+			c.BootstrapExpect, c.InitialCluster = 1, map[string]string{"a": "127.0.0.1:1"}
+		}, "BootstrapExpect and InitialCluster are two ways"},
+		"gossip key":        {func(c *concord.Config) { c.GossipKey = make([]byte, 16) }, "GossipKey needs GossipAddr"},
+		"gossip key size":   {func(c *concord.Config) { c.GossipKey = make([]byte, 15) }, "GossipKey must be 16, 24 or 32 bytes"},
+		"max voters":        {func(c *concord.Config) { c.MaxVoters = -1 }, "MaxVoters must be at least 1"},
+		"negative reclaim":  {func(c *concord.Config) { c.DeadMemberReclaim = -time.Second }, "must not be negative"},
 		"tick":              {func(c *concord.Config) { c.TickInterval = time.Microsecond }, "TickInterval must be at least 1ms"},
 		"election ticks":    {func(c *concord.Config) { c.ElectionTicks, c.HeartbeatTicks = 2, 2 }, "ElectionTicks (2) must be greater than HeartbeatTicks (2)"},
 		"negative ticks":    {func(c *concord.Config) { c.HeartbeatTicks = -1 }, "must be positive"},

@@ -85,8 +85,13 @@
 //
 // # Membership
 //
-// A new cluster starts from Config.Peers. [Node.AddLearner],
+// A new cluster starts from Config.Peers, or later from [Node.Bootstrap]
+// on a peer started without Peers that has no raft state yet (gossip
+// bootstrap decides the voters after start). [Node.AddLearner],
 // [Node.PromoteLearner], [Node.RemovePeer] and [Node.TransferLeadership]
-// change it; peer addresses travel in the conf changes and are kept in the
-// replicated state. A lone voter campaigns at once.
+// change it; [Node.Reconfigure] makes several role changes at once
+// through joint consensus; [Node.Progress] is the leader's view of each
+// member's replication. Peer addresses travel in the conf changes and are
+// kept in the replicated state; [Node.Hint] gives a peer not yet in the
+// log addresses to answer. A lone voter campaigns at once.
 package raftnode

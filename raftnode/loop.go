@@ -384,7 +384,7 @@ func (l *loop) publishStatus() {
 		ID: bs.ID, Term: bs.HardState.GetTerm(), Vote: bs.HardState.GetVote(), Commit: bs.HardState.GetCommit(),
 		Applied: l.n.applied.Load(), Leader: bs.Lead, State: bs.RaftState,
 		Voters: slices.Clone(cs.GetVoters()), Learners: slices.Clone(cs.GetLearners()),
-		LeadTransferee: bs.LeadTransferee, ConfIndex: l.confIdx,
+		LeadTransferee: bs.LeadTransferee, ConfIndex: l.confIdx, Joint: len(cs.GetVotersOutgoing()) > 0,
 	}
 	l.n.status.Store(s)
 }

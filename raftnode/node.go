@@ -286,6 +286,9 @@ type Status struct {
 	// the newest conf change applied, or of the applied state as of the
 	// start or of a snapshot installed since.
 	ConfIndex uint64
+	// Joint tells that the configuration is joint: a multi-member change
+	// is being applied.
+	Joint bool
 }
 
 // Status returns the peer's state as of its last Ready. It does not block.
