@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/concordkv/concord"
+	"github.com/concordkv/concord/internal/testnet"
 )
 
 // testCtx returns a context bounding a whole test: generous, since it only
@@ -130,21 +130,13 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-// freeAddrs returns n loopback addresses with ports free right now.
+// freeAddrs returns n loopback addresses outside the ephemeral range
+// (see internal/testnet).
 func freeAddrs(t *testing.T, n int) []string {
 	t.Helper()
-	var lns []net.Listener
-	var out []string
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		out = append(out, ln.Addr().String())
-	}
-	for _, ln := range lns {
-		ln.Close()
+	out, err := testnet.FreeAddrs(n)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
 }

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/concordkv/concord/internal/testnet"
 )
 
 // childArgsEnv, when set, makes the test binary a replica: it runs the
@@ -131,19 +132,11 @@ func (p *procs) addr(name string) [3]string {
 	if a, ok := p.addrs[name]; ok {
 		return a
 	}
-	var a [3]string
-	var lns []net.Listener
-	for i := range a {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			p.t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		a[i] = ln.Addr().String()
+	free, err := testnet.FreeAddrs(3)
+	if err != nil {
+		p.t.Fatal(err)
 	}
-	for _, ln := range lns {
-		ln.Close()
-	}
+	a := [3]string(free)
 	p.addrs[name] = a
 	return a
 }
