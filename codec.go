@@ -104,3 +104,27 @@ func sendCtx[V any](ctx context.Context, n *Node, out chan<- V, v V) bool {
 	}
 	return false
 }
+
+// optionCodec returns the codec a primitive's codec option set: JSON when
+// c is nil, c when it is a Codec[T], and otherwise a codec that refuses
+// every value with an error wrapping ErrInvalidRequest (an option of the
+// wrong type is bad input, reported by every call that needs the codec).
+func optionCodec[T any](c any, option string) Codec[T] {
+	switch c := c.(type) {
+	case nil:
+		return JSON[T]()
+	case Codec[T]:
+		return c
+	default:
+		var zero T
+		return wrongCodec[T]{fmt.Errorf("%w: %s: codec %T is not a Codec[%T]", ErrInvalidRequest, option, c, zero)}
+	}
+}
+
+type wrongCodec[T any] struct{ err error }
+
+func (w wrongCodec[T]) Encode(T) ([]byte, error) { return nil, w.err }
+func (w wrongCodec[T]) Decode([]byte) (T, error) {
+	var zero T
+	return zero, w.err
+}

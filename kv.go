@@ -82,10 +82,12 @@ type TxnResponse struct {
 // OpResponse is the response of one op of a Txn: the method matching the
 // op's kind returns it, the others nil.
 type OpResponse struct {
-	put *PutResponse
-	get *GetResponse
-	del *DeleteResponse
-	txn *TxnResponse
+	put   *PutResponse
+	get   *GetResponse
+	del   *DeleteResponse
+	txn   *TxnResponse
+	claim *ClaimResponse
+	add   *AddResponse
 }
 
 // Put returns the response of an OpPut, or nil.
@@ -99,6 +101,12 @@ func (r OpResponse) Del() *DeleteResponse { return r.del }
 
 // Txn returns the response of an OpTxn, or nil.
 func (r OpResponse) Txn() *TxnResponse { return r.txn }
+
+// Claim returns the response of an OpClaim, or nil.
+func (r OpResponse) Claim() *ClaimResponse { return r.claim }
+
+// Add returns the response of an OpAdd, or nil.
+func (r OpResponse) Add() *AddResponse { return r.add }
 
 // SortTarget is what WithSort sorts by.
 type SortTarget int
@@ -177,6 +185,10 @@ func fromTxn(h Header, r *command.TxnResponse) *TxnResponse {
 			out.Responses[i].del = fromDelete(h, x.ResponseDeleteRange)
 		case *command.ResponseOp_ResponseTxn:
 			out.Responses[i].txn = fromTxn(h, x.ResponseTxn)
+		case *command.ResponseOp_ResponseClaim:
+			out.Responses[i].claim = fromClaim(h, x.ResponseClaim)
+		case *command.ResponseOp_ResponseAdd:
+			out.Responses[i].add = fromAdd(h, x.ResponseAdd)
 		}
 	}
 	return out

@@ -15,6 +15,8 @@ const (
 	opPut
 	opDelete
 	opTxn
+	opClaim // claim.go
+	opAdd   // counter.go
 )
 
 // Op is one operation: a get, put, delete or nested txn, built with OpGet,
@@ -44,6 +46,10 @@ type Op struct {
 
 	// put and delete (and watch)
 	prevKV bool
+
+	// claim (val is the marker's value) and add
+	marker []byte
+	delta  int64
 
 	// txn
 	cmps    []Cmp
@@ -105,8 +111,15 @@ func (op *Op) check(c *Config, depth int) error {
 		if op.rev < 0 {
 			return fmt.Errorf("%w: %d", ErrInvalidRevision, op.rev)
 		}
+		if op.hasTTL {
+			return fmt.Errorf("%w: WithTTL is for a put, claim or add", ErrInvalidRequest)
+		}
 	case opPut:
 		return op.checkPut(c, depth)
+	case opClaim:
+		return op.checkClaim(c, depth)
+	case opAdd:
+		return op.checkAdd(c, depth)
 	case opTxn:
 		if depth >= maxTxnDepth {
 			return fmt.Errorf("%w: txns nested more than %d deep", ErrInvalidRequest, maxTxnDepth)
@@ -137,14 +150,22 @@ func (op *Op) checkPut(c *Config, depth int) error {
 		return fmt.Errorf("%w: %d bytes, the limit is %d (Config.MaxKeySize)", ErrKeyTooLarge, len(op.key), c.MaxKeySize)
 	case len(op.val) > fsm.MaxValueSize:
 		return fmt.Errorf("%w: a value of %d bytes exceeds the state machine's limit of %d", ErrRequestTooLarge, len(op.val), fsm.MaxValueSize)
-	case op.hasTTL && depth > 0:
-		return fmt.Errorf("%w: WithTTL is for Put, Create, CompareAndSwap and PutSequential; in a Txn, Grant a lease and put WithLease", ErrInvalidRequest)
-	case op.hasTTL && (op.lease != NoLease || op.ignoreLease):
-		return fmt.Errorf("%w: WithTTL given with WithLease or WithIgnoreLease", ErrInvalidRequest)
-	case op.hasTTL && op.ttl < c.electionTimeout():
-		return fmt.Errorf("%w: WithTTL(%v) is under the minimum lease TTL of %v (the election timeout, Config.TickInterval × ElectionTicks)", ErrInvalidRequest, op.ttl, c.electionTimeout())
 	case op.ignoreValue && len(op.val) > 0:
 		return fmt.Errorf("%w: a value given with WithIgnoreValue", ErrInvalidRequest)
+	}
+	return op.checkTTL(c, depth)
+}
+
+// checkTTL validates WithTTL on a put, claim or add.
+func (op *Op) checkTTL(c *Config, depth int) error {
+	switch {
+	case !op.hasTTL:
+	case depth > 0:
+		return fmt.Errorf("%w: WithTTL is not for ops in a Txn; Grant a lease and use WithLease", ErrInvalidRequest)
+	case op.lease != NoLease || op.ignoreLease:
+		return fmt.Errorf("%w: WithTTL given with WithLease or WithIgnoreLease", ErrInvalidRequest)
+	case op.ttl < c.electionTimeout():
+		return fmt.Errorf("%w: WithTTL(%v) is under the minimum lease TTL of %v (the election timeout, Config.TickInterval × ElectionTicks)", ErrInvalidRequest, op.ttl, c.electionTimeout())
 	}
 	return nil
 }
@@ -203,6 +224,10 @@ func (op *Op) requestOp() *command.RequestOp {
 		return &command.RequestOp{Request: &command.RequestOp_RequestDeleteRange{RequestDeleteRange: op.deleteRequest()}}
 	case opTxn:
 		return &command.RequestOp{Request: &command.RequestOp_RequestTxn{RequestTxn: op.txnRequest()}}
+	case opClaim:
+		return &command.RequestOp{Request: &command.RequestOp_RequestClaim{RequestClaim: op.claimRequest()}}
+	case opAdd:
+		return &command.RequestOp{Request: &command.RequestOp_RequestAdd{RequestAdd: op.addRequest()}}
 	}
 	return &command.RequestOp{}
 }
@@ -218,6 +243,10 @@ func (op *Op) request() *command.Request {
 		return &command.Request{Request: &command.Request_DeleteRange{DeleteRange: op.deleteRequest()}}
 	case opTxn:
 		return &command.Request{Request: &command.Request_Txn{Txn: op.txnRequest()}}
+	case opClaim:
+		return &command.Request{Request: &command.Request_Claim{Claim: op.claimRequest()}}
+	case opAdd:
+		return &command.Request{Request: &command.Request_Add{Add: op.addRequest()}}
 	}
 	return &command.Request{}
 }

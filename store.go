@@ -34,13 +34,7 @@ func (n *Node) Put(ctx context.Context, key, val string, opts ...OpOption) (*Put
 }
 
 func (n *Node) put(ctx context.Context, op *Op) (*PutResponse, error) {
-	if err := n.alive(); err != nil {
-		return nil, err
-	}
-	if err := op.check(&n.cfg, 0); err != nil {
-		return nil, err
-	}
-	if err := n.ttlLease(ctx, op); err != nil {
+	if err := n.prepare(ctx, op); err != nil {
 		return nil, err
 	}
 	resp, err := n.write(ctx, op.request())
@@ -102,10 +96,7 @@ func (n *Node) Delete(ctx context.Context, key string, opts ...OpOption) (*Delet
 }
 
 func (n *Node) del(ctx context.Context, op *Op) (*DeleteResponse, error) {
-	if err := n.alive(); err != nil {
-		return nil, err
-	}
-	if err := op.check(&n.cfg, 0); err != nil {
+	if err := n.prepare(ctx, op); err != nil {
 		return nil, err
 	}
 	resp, err := n.write(ctx, op.request())
@@ -164,13 +155,7 @@ func (n *Node) CompareAndSwap(ctx context.Context, key, old, new string, opts ..
 
 // putIf runs put if cmp = v, else fails with failErr.
 func (n *Node) putIf(ctx context.Context, cmp Cmp, v any, put Op, failErr error) (*PutResponse, error) {
-	if err := n.alive(); err != nil {
-		return nil, err
-	}
-	if err := put.check(&n.cfg, 0); err != nil {
-		return nil, err
-	}
-	if err := n.ttlLease(ctx, &put); err != nil {
+	if err := n.prepare(ctx, &put); err != nil {
 		return nil, err
 	}
 	op := OpTxn([]Cmp{Compare(cmp, "=", v)}, []Op{put}, nil)
@@ -212,6 +197,19 @@ func (n *Node) compareAndDelete(ctx context.Context, key, old string) (*DeleteRe
 // ttlLease turns op's WithTTL into a lease of its own, granted now: the
 // key goes ttl after this put, unless put again. Call it once op is
 // checked.
+// prepare readies a single write op for proposal: the node must be open,
+// the op valid (nothing is proposed otherwise), and a WithTTL op gets its
+// lease granted.
+func (n *Node) prepare(ctx context.Context, op *Op) error {
+	if err := n.alive(); err != nil {
+		return err
+	}
+	if err := op.check(&n.cfg, 0); err != nil {
+		return err
+	}
+	return n.ttlLease(ctx, op)
+}
+
 func (n *Node) ttlLease(ctx context.Context, op *Op) error {
 	if !op.hasTTL {
 		return nil

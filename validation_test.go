@@ -3,6 +3,7 @@ package concord_test
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -249,5 +250,26 @@ func TestConcurrentLargeWritesInMemory(t *testing.T) {
 	wg.Wait()
 	if g := get(t, n, "k", concord.WithPrefix(), concord.WithCountOnly()); g.Count != 48 {
 		t.Fatalf("%d keys", g.Count)
+	}
+}
+
+// TestTTLOnlyForWrites: WithTTL on a Get or Delete is refused, and grants
+// no lease.
+func TestTTLOnlyForWrites(t *testing.T) {
+	n := openOne(t)
+	ctx := testCtx(t)
+	put(t, n, "ttl/k", "v")
+	unchanged(t, n, concord.ErrInvalidRequest, func() error {
+		_, err := n.Delete(ctx, "ttl/k", concord.WithTTL(time.Minute))
+		return err
+	})
+	if _, err := n.Get(ctx, "ttl/k", concord.WithTTL(time.Minute)); !errors.Is(err, concord.ErrInvalidRequest) {
+		t.Fatalf("Get WithTTL: %v, want ErrInvalidRequest", err)
+	}
+	if ls, err := n.Leases(ctx); err != nil || len(ls) != 0 {
+		t.Fatalf("leases after refused ops: %v, %v", ls, err)
+	}
+	if got := value(t, n, "ttl/k"); got != "v" {
+		t.Fatalf("key after a refused Delete: %q", got)
 	}
 }

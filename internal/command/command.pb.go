@@ -531,7 +531,9 @@ type Request struct {
 	//	*Request_LeaseGrant
 	//	*Request_LeaseRevoke
 	//	*Request_LeaseExpire
+	//	*Request_Claim
 	//	*Request_LeaseCheckpoint
+	//	*Request_Add
 	Request       isRequest_Request `protobuf_oneof:"request"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -646,10 +648,28 @@ func (x *Request) GetLeaseExpire() *LeaseExpireRequest {
 	return nil
 }
 
+func (x *Request) GetClaim() *ClaimRequest {
+	if x != nil {
+		if x, ok := x.Request.(*Request_Claim); ok {
+			return x.Claim
+		}
+	}
+	return nil
+}
+
 func (x *Request) GetLeaseCheckpoint() *LeaseCheckpointRequest {
 	if x != nil {
 		if x, ok := x.Request.(*Request_LeaseCheckpoint); ok {
 			return x.LeaseCheckpoint
+		}
+	}
+	return nil
+}
+
+func (x *Request) GetAdd() *AddRequest {
+	if x != nil {
+		if x, ok := x.Request.(*Request_Add); ok {
+			return x.Add
 		}
 	}
 	return nil
@@ -691,9 +711,16 @@ type Request_LeaseExpire struct {
 	LeaseExpire *LeaseExpireRequest `protobuf:"bytes,8,opt,name=lease_expire,json=leaseExpire,proto3,oneof"`
 }
 
+type Request_Claim struct {
+	Claim *ClaimRequest `protobuf:"bytes,9,opt,name=claim,proto3,oneof"`
+}
+
 type Request_LeaseCheckpoint struct {
-	// 9 is kept for the atomic claim building block of queues.
-	LeaseCheckpoint *LeaseCheckpointRequest `protobuf:"bytes,10,opt,name=lease_checkpoint,json=leaseCheckpoint,proto3,oneof"` // 11..15 are kept for the next commands.
+	LeaseCheckpoint *LeaseCheckpointRequest `protobuf:"bytes,10,opt,name=lease_checkpoint,json=leaseCheckpoint,proto3,oneof"`
+}
+
+type Request_Add struct {
+	Add *AddRequest `protobuf:"bytes,11,opt,name=add,proto3,oneof"` // 12..15 are kept for the next commands.
 }
 
 func (*Request_Range) isRequest_Request() {}
@@ -712,7 +739,11 @@ func (*Request_LeaseRevoke) isRequest_Request() {}
 
 func (*Request_LeaseExpire) isRequest_Request() {}
 
+func (*Request_Claim) isRequest_Request() {}
+
 func (*Request_LeaseCheckpoint) isRequest_Request() {}
+
+func (*Request_Add) isRequest_Request() {}
 
 // Response is Apply's result for one Request.
 type Response struct {
@@ -738,6 +769,8 @@ type Response struct {
 	//	*Response_LeaseRevoke
 	//	*Response_LeaseExpire
 	//	*Response_LeaseCheckpoint
+	//	*Response_Claim
+	//	*Response_Add
 	Response      isResponse_Response `protobuf_oneof:"response"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -889,6 +922,24 @@ func (x *Response) GetLeaseCheckpoint() *LeaseCheckpointResponse {
 	return nil
 }
 
+func (x *Response) GetClaim() *ClaimResponse {
+	if x != nil {
+		if x, ok := x.Response.(*Response_Claim); ok {
+			return x.Claim
+		}
+	}
+	return nil
+}
+
+func (x *Response) GetAdd() *AddResponse {
+	if x != nil {
+		if x, ok := x.Response.(*Response_Add); ok {
+			return x.Add
+		}
+	}
+	return nil
+}
+
 type isResponse_Response interface {
 	isResponse_Response()
 }
@@ -929,6 +980,14 @@ type Response_LeaseCheckpoint struct {
 	LeaseCheckpoint *LeaseCheckpointResponse `protobuf:"bytes,13,opt,name=lease_checkpoint,json=leaseCheckpoint,proto3,oneof"`
 }
 
+type Response_Claim struct {
+	Claim *ClaimResponse `protobuf:"bytes,14,opt,name=claim,proto3,oneof"`
+}
+
+type Response_Add struct {
+	Add *AddResponse `protobuf:"bytes,15,opt,name=add,proto3,oneof"`
+}
+
 func (*Response_Range) isResponse_Response() {}
 
 func (*Response_Put) isResponse_Response() {}
@@ -946,6 +1005,10 @@ func (*Response_LeaseRevoke) isResponse_Response() {}
 func (*Response_LeaseExpire) isResponse_Response() {}
 
 func (*Response_LeaseCheckpoint) isResponse_Response() {}
+
+func (*Response_Claim) isResponse_Response() {}
+
+func (*Response_Add) isResponse_Response() {}
 
 type RangeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1411,6 +1474,8 @@ type RequestOp struct {
 	//	*RequestOp_RequestPut
 	//	*RequestOp_RequestDeleteRange
 	//	*RequestOp_RequestTxn
+	//	*RequestOp_RequestClaim
+	//	*RequestOp_RequestAdd
 	Request       isRequestOp_Request `protobuf_oneof:"request"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1489,6 +1554,24 @@ func (x *RequestOp) GetRequestTxn() *TxnRequest {
 	return nil
 }
 
+func (x *RequestOp) GetRequestClaim() *ClaimRequest {
+	if x != nil {
+		if x, ok := x.Request.(*RequestOp_RequestClaim); ok {
+			return x.RequestClaim
+		}
+	}
+	return nil
+}
+
+func (x *RequestOp) GetRequestAdd() *AddRequest {
+	if x != nil {
+		if x, ok := x.Request.(*RequestOp_RequestAdd); ok {
+			return x.RequestAdd
+		}
+	}
+	return nil
+}
+
 type isRequestOp_Request interface {
 	isRequestOp_Request()
 }
@@ -1509,6 +1592,14 @@ type RequestOp_RequestTxn struct {
 	RequestTxn *TxnRequest `protobuf:"bytes,4,opt,name=request_txn,json=requestTxn,proto3,oneof"`
 }
 
+type RequestOp_RequestClaim struct {
+	RequestClaim *ClaimRequest `protobuf:"bytes,5,opt,name=request_claim,json=requestClaim,proto3,oneof"`
+}
+
+type RequestOp_RequestAdd struct {
+	RequestAdd *AddRequest `protobuf:"bytes,6,opt,name=request_add,json=requestAdd,proto3,oneof"`
+}
+
 func (*RequestOp_RequestRange) isRequestOp_Request() {}
 
 func (*RequestOp_RequestPut) isRequestOp_Request() {}
@@ -1516,6 +1607,10 @@ func (*RequestOp_RequestPut) isRequestOp_Request() {}
 func (*RequestOp_RequestDeleteRange) isRequestOp_Request() {}
 
 func (*RequestOp_RequestTxn) isRequestOp_Request() {}
+
+func (*RequestOp_RequestClaim) isRequestOp_Request() {}
+
+func (*RequestOp_RequestAdd) isRequestOp_Request() {}
 
 type ResponseOp struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1525,6 +1620,8 @@ type ResponseOp struct {
 	//	*ResponseOp_ResponsePut
 	//	*ResponseOp_ResponseDeleteRange
 	//	*ResponseOp_ResponseTxn
+	//	*ResponseOp_ResponseClaim
+	//	*ResponseOp_ResponseAdd
 	Response      isResponseOp_Response `protobuf_oneof:"response"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1603,6 +1700,24 @@ func (x *ResponseOp) GetResponseTxn() *TxnResponse {
 	return nil
 }
 
+func (x *ResponseOp) GetResponseClaim() *ClaimResponse {
+	if x != nil {
+		if x, ok := x.Response.(*ResponseOp_ResponseClaim); ok {
+			return x.ResponseClaim
+		}
+	}
+	return nil
+}
+
+func (x *ResponseOp) GetResponseAdd() *AddResponse {
+	if x != nil {
+		if x, ok := x.Response.(*ResponseOp_ResponseAdd); ok {
+			return x.ResponseAdd
+		}
+	}
+	return nil
+}
+
 type isResponseOp_Response interface {
 	isResponseOp_Response()
 }
@@ -1623,6 +1738,14 @@ type ResponseOp_ResponseTxn struct {
 	ResponseTxn *TxnResponse `protobuf:"bytes,4,opt,name=response_txn,json=responseTxn,proto3,oneof"`
 }
 
+type ResponseOp_ResponseClaim struct {
+	ResponseClaim *ClaimResponse `protobuf:"bytes,5,opt,name=response_claim,json=responseClaim,proto3,oneof"`
+}
+
+type ResponseOp_ResponseAdd struct {
+	ResponseAdd *AddResponse `protobuf:"bytes,6,opt,name=response_add,json=responseAdd,proto3,oneof"`
+}
+
 func (*ResponseOp_ResponseRange) isResponseOp_Response() {}
 
 func (*ResponseOp_ResponsePut) isResponseOp_Response() {}
@@ -1630,6 +1753,10 @@ func (*ResponseOp_ResponsePut) isResponseOp_Response() {}
 func (*ResponseOp_ResponseDeleteRange) isResponseOp_Response() {}
 
 func (*ResponseOp_ResponseTxn) isResponseOp_Response() {}
+
+func (*ResponseOp_ResponseClaim) isResponseOp_Response() {}
+
+func (*ResponseOp_ResponseAdd) isResponseOp_Response() {}
 
 // Compare is one condition of a txn. The key (or every key of the range
 // [key, range_end)) is compared with the target value; a missing key
@@ -1913,6 +2040,266 @@ func (x *TxnResponse) GetResponses() []*ResponseOp {
 	return nil
 }
 
+// ClaimRequest claims the first free key of a range, in one revision: the
+// building block of queues. The candidates are the live keys of the range
+// (key, range_end: as in RangeRequest) that start with key, in key order;
+// candidate K's marker is marker + K[len(key):]. The first candidate whose
+// marker does not exist is claimed: its marker is created with value and
+// lease, and K is touched (value and lease kept, version + 1, mod_revision
+// the claim's revision). With no candidate free nothing is written. The
+// range of markers must not overlap the candidates' (see fsm.ClaimOverlaps:
+// BAD_REQUEST); a lease that does not exist is LEASE_NOT_FOUND, even when
+// nothing is free. Inside a txn the claim chooses against the state before
+// the txn, as compares do, so a txn that also writes the chosen key or its
+// marker is refused as a duplicate key.
+type ClaimRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	RangeEnd      []byte                 `protobuf:"bytes,2,opt,name=range_end,json=rangeEnd,proto3" json:"range_end,omitempty"`
+	Marker        []byte                 `protobuf:"bytes,3,opt,name=marker,proto3" json:"marker,omitempty"`
+	Value         []byte                 `protobuf:"bytes,4,opt,name=value,proto3" json:"value,omitempty"`
+	Lease         int64                  `protobuf:"varint,5,opt,name=lease,proto3" json:"lease,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClaimRequest) Reset() {
+	*x = ClaimRequest{}
+	mi := &file_command_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClaimRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClaimRequest) ProtoMessage() {}
+
+func (x *ClaimRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClaimRequest.ProtoReflect.Descriptor instead.
+func (*ClaimRequest) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ClaimRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *ClaimRequest) GetRangeEnd() []byte {
+	if x != nil {
+		return x.RangeEnd
+	}
+	return nil
+}
+
+func (x *ClaimRequest) GetMarker() []byte {
+	if x != nil {
+		return x.Marker
+	}
+	return nil
+}
+
+func (x *ClaimRequest) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *ClaimRequest) GetLease() int64 {
+	if x != nil {
+		return x.Lease
+	}
+	return 0
+}
+
+type ClaimResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kv is the claimed key after the touch; unset if nothing was free.
+	Kv *KeyValue `protobuf:"bytes,1,opt,name=kv,proto3" json:"kv,omitempty"`
+	// marker is the marker created; unset if nothing was free.
+	Marker        *KeyValue `protobuf:"bytes,2,opt,name=marker,proto3" json:"marker,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClaimResponse) Reset() {
+	*x = ClaimResponse{}
+	mi := &file_command_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClaimResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClaimResponse) ProtoMessage() {}
+
+func (x *ClaimResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClaimResponse.ProtoReflect.Descriptor instead.
+func (*ClaimResponse) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ClaimResponse) GetKv() *KeyValue {
+	if x != nil {
+		return x.Kv
+	}
+	return nil
+}
+
+func (x *ClaimResponse) GetMarker() *KeyValue {
+	if x != nil {
+		return x.Marker
+	}
+	return nil
+}
+
+// AddRequest adds delta to the integer held by key: a base-10 int64 in
+// ASCII, where a missing key or an empty value is 0. The key keeps its
+// lease unless lease is set (then it is attached to lease). A value that
+// is not such an integer, or a sum that overflows, is BAD_REQUEST.
+type AddRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Delta         int64                  `protobuf:"varint,2,opt,name=delta,proto3" json:"delta,omitempty"`
+	Lease         int64                  `protobuf:"varint,3,opt,name=lease,proto3" json:"lease,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddRequest) Reset() {
+	*x = AddRequest{}
+	mi := &file_command_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddRequest) ProtoMessage() {}
+
+func (x *AddRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddRequest.ProtoReflect.Descriptor instead.
+func (*AddRequest) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *AddRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *AddRequest) GetDelta() int64 {
+	if x != nil {
+		return x.Delta
+	}
+	return 0
+}
+
+func (x *AddRequest) GetLease() int64 {
+	if x != nil {
+		return x.Lease
+	}
+	return 0
+}
+
+type AddResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// value is the key's new integer value.
+	Value int64 `protobuf:"varint,1,opt,name=value,proto3" json:"value,omitempty"`
+	// kv is the key after the add.
+	Kv            *KeyValue `protobuf:"bytes,2,opt,name=kv,proto3" json:"kv,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddResponse) Reset() {
+	*x = AddResponse{}
+	mi := &file_command_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddResponse) ProtoMessage() {}
+
+func (x *AddResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddResponse.ProtoReflect.Descriptor instead.
+func (*AddResponse) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *AddResponse) GetValue() int64 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
+func (x *AddResponse) GetKv() *KeyValue {
+	if x != nil {
+		return x.Kv
+	}
+	return nil
+}
+
 // CompactionRequest discards the history below revision: reads at
 // revisions below it fail with COMPACTED afterwards.
 type CompactionRequest struct {
@@ -1924,7 +2311,7 @@ type CompactionRequest struct {
 
 func (x *CompactionRequest) Reset() {
 	*x = CompactionRequest{}
-	mi := &file_command_proto_msgTypes[15]
+	mi := &file_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1936,7 +2323,7 @@ func (x *CompactionRequest) String() string {
 func (*CompactionRequest) ProtoMessage() {}
 
 func (x *CompactionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[15]
+	mi := &file_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1949,7 +2336,7 @@ func (x *CompactionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactionRequest.ProtoReflect.Descriptor instead.
 func (*CompactionRequest) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{15}
+	return file_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CompactionRequest) GetRevision() int64 {
@@ -1967,7 +2354,7 @@ type CompactionResponse struct {
 
 func (x *CompactionResponse) Reset() {
 	*x = CompactionResponse{}
-	mi := &file_command_proto_msgTypes[16]
+	mi := &file_command_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1979,7 +2366,7 @@ func (x *CompactionResponse) String() string {
 func (*CompactionResponse) ProtoMessage() {}
 
 func (x *CompactionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[16]
+	mi := &file_command_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1992,7 +2379,7 @@ func (x *CompactionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactionResponse.ProtoReflect.Descriptor instead.
 func (*CompactionResponse) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{16}
+	return file_command_proto_rawDescGZIP(), []int{20}
 }
 
 // LeaseGrantRequest creates lease id (> 0, unused) with ttl nanoseconds
@@ -2007,7 +2394,7 @@ type LeaseGrantRequest struct {
 
 func (x *LeaseGrantRequest) Reset() {
 	*x = LeaseGrantRequest{}
-	mi := &file_command_proto_msgTypes[17]
+	mi := &file_command_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2019,7 +2406,7 @@ func (x *LeaseGrantRequest) String() string {
 func (*LeaseGrantRequest) ProtoMessage() {}
 
 func (x *LeaseGrantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[17]
+	mi := &file_command_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2032,7 +2419,7 @@ func (x *LeaseGrantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseGrantRequest.ProtoReflect.Descriptor instead.
 func (*LeaseGrantRequest) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{17}
+	return file_command_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *LeaseGrantRequest) GetId() int64 {
@@ -2059,7 +2446,7 @@ type LeaseGrantResponse struct {
 
 func (x *LeaseGrantResponse) Reset() {
 	*x = LeaseGrantResponse{}
-	mi := &file_command_proto_msgTypes[18]
+	mi := &file_command_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2071,7 +2458,7 @@ func (x *LeaseGrantResponse) String() string {
 func (*LeaseGrantResponse) ProtoMessage() {}
 
 func (x *LeaseGrantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[18]
+	mi := &file_command_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2084,7 +2471,7 @@ func (x *LeaseGrantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseGrantResponse.ProtoReflect.Descriptor instead.
 func (*LeaseGrantResponse) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{18}
+	return file_command_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *LeaseGrantResponse) GetId() int64 {
@@ -2112,7 +2499,7 @@ type LeaseRevokeRequest struct {
 
 func (x *LeaseRevokeRequest) Reset() {
 	*x = LeaseRevokeRequest{}
-	mi := &file_command_proto_msgTypes[19]
+	mi := &file_command_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2124,7 +2511,7 @@ func (x *LeaseRevokeRequest) String() string {
 func (*LeaseRevokeRequest) ProtoMessage() {}
 
 func (x *LeaseRevokeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[19]
+	mi := &file_command_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2137,7 +2524,7 @@ func (x *LeaseRevokeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRevokeRequest.ProtoReflect.Descriptor instead.
 func (*LeaseRevokeRequest) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{19}
+	return file_command_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *LeaseRevokeRequest) GetId() int64 {
@@ -2157,7 +2544,7 @@ type LeaseRevokeResponse struct {
 
 func (x *LeaseRevokeResponse) Reset() {
 	*x = LeaseRevokeResponse{}
-	mi := &file_command_proto_msgTypes[20]
+	mi := &file_command_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2169,7 +2556,7 @@ func (x *LeaseRevokeResponse) String() string {
 func (*LeaseRevokeResponse) ProtoMessage() {}
 
 func (x *LeaseRevokeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[20]
+	mi := &file_command_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2182,7 +2569,7 @@ func (x *LeaseRevokeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRevokeResponse.ProtoReflect.Descriptor instead.
 func (*LeaseRevokeResponse) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{20}
+	return file_command_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *LeaseRevokeResponse) GetDeleted() int64 {
@@ -2205,7 +2592,7 @@ type LeaseExpireRequest struct {
 
 func (x *LeaseExpireRequest) Reset() {
 	*x = LeaseExpireRequest{}
-	mi := &file_command_proto_msgTypes[21]
+	mi := &file_command_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2217,7 +2604,7 @@ func (x *LeaseExpireRequest) String() string {
 func (*LeaseExpireRequest) ProtoMessage() {}
 
 func (x *LeaseExpireRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[21]
+	mi := &file_command_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2230,7 +2617,7 @@ func (x *LeaseExpireRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseExpireRequest.ProtoReflect.Descriptor instead.
 func (*LeaseExpireRequest) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{21}
+	return file_command_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LeaseExpireRequest) GetId() int64 {
@@ -2260,7 +2647,7 @@ type LeaseCheckpoint struct {
 
 func (x *LeaseCheckpoint) Reset() {
 	*x = LeaseCheckpoint{}
-	mi := &file_command_proto_msgTypes[22]
+	mi := &file_command_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2272,7 +2659,7 @@ func (x *LeaseCheckpoint) String() string {
 func (*LeaseCheckpoint) ProtoMessage() {}
 
 func (x *LeaseCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[22]
+	mi := &file_command_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2285,7 +2672,7 @@ func (x *LeaseCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseCheckpoint.ProtoReflect.Descriptor instead.
 func (*LeaseCheckpoint) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{22}
+	return file_command_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *LeaseCheckpoint) GetId() int64 {
@@ -2316,7 +2703,7 @@ type LeaseCheckpointRequest struct {
 
 func (x *LeaseCheckpointRequest) Reset() {
 	*x = LeaseCheckpointRequest{}
-	mi := &file_command_proto_msgTypes[23]
+	mi := &file_command_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2328,7 +2715,7 @@ func (x *LeaseCheckpointRequest) String() string {
 func (*LeaseCheckpointRequest) ProtoMessage() {}
 
 func (x *LeaseCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[23]
+	mi := &file_command_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2341,7 +2728,7 @@ func (x *LeaseCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*LeaseCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{23}
+	return file_command_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *LeaseCheckpointRequest) GetTerm() uint64 {
@@ -2366,7 +2753,7 @@ type LeaseCheckpointResponse struct {
 
 func (x *LeaseCheckpointResponse) Reset() {
 	*x = LeaseCheckpointResponse{}
-	mi := &file_command_proto_msgTypes[24]
+	mi := &file_command_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2378,7 +2765,7 @@ func (x *LeaseCheckpointResponse) String() string {
 func (*LeaseCheckpointResponse) ProtoMessage() {}
 
 func (x *LeaseCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[24]
+	mi := &file_command_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2391,7 +2778,7 @@ func (x *LeaseCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*LeaseCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{24}
+	return file_command_proto_rawDescGZIP(), []int{28}
 }
 
 var File_command_proto protoreflect.FileDescriptor
@@ -2413,7 +2800,7 @@ const file_command_proto_rawDesc = "" +
 	"\tEventType\x12\a\n" +
 	"\x03PUT\x10\x00\x12\n" +
 	"\n" +
-	"\x06DELETE\x10\x01\"\xee\x04\n" +
+	"\x06DELETE\x10\x01\"\xd6\x05\n" +
 	"\aRequest\x125\n" +
 	"\x05range\x18\x01 \x01(\v2\x1d.concord.command.RangeRequestH\x00R\x05range\x12/\n" +
 	"\x03put\x18\x02 \x01(\v2\x1b.concord.command.PutRequestH\x00R\x03put\x12H\n" +
@@ -2425,10 +2812,12 @@ const file_command_proto_rawDesc = "" +
 	"\vlease_grant\x18\x06 \x01(\v2\".concord.command.LeaseGrantRequestH\x00R\n" +
 	"leaseGrant\x12H\n" +
 	"\flease_revoke\x18\a \x01(\v2#.concord.command.LeaseRevokeRequestH\x00R\vleaseRevoke\x12H\n" +
-	"\flease_expire\x18\b \x01(\v2#.concord.command.LeaseExpireRequestH\x00R\vleaseExpire\x12T\n" +
+	"\flease_expire\x18\b \x01(\v2#.concord.command.LeaseExpireRequestH\x00R\vleaseExpire\x125\n" +
+	"\x05claim\x18\t \x01(\v2\x1d.concord.command.ClaimRequestH\x00R\x05claim\x12T\n" +
 	"\x10lease_checkpoint\x18\n" +
-	" \x01(\v2'.concord.command.LeaseCheckpointRequestH\x00R\x0fleaseCheckpointB\t\n" +
-	"\arequest\"\x81\x06\n" +
+	" \x01(\v2'.concord.command.LeaseCheckpointRequestH\x00R\x0fleaseCheckpoint\x12/\n" +
+	"\x03add\x18\v \x01(\v2\x1b.concord.command.AddRequestH\x00R\x03addB\t\n" +
+	"\arequest\"\xeb\x06\n" +
 	"\bResponse\x12)\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x15.concord.command.CodeR\x04code\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12\x1a\n" +
@@ -2446,7 +2835,9 @@ const file_command_proto_rawDesc = "" +
 	"leaseGrant\x12I\n" +
 	"\flease_revoke\x18\v \x01(\v2$.concord.command.LeaseRevokeResponseH\x00R\vleaseRevoke\x12I\n" +
 	"\flease_expire\x18\f \x01(\v2$.concord.command.LeaseRevokeResponseH\x00R\vleaseExpire\x12U\n" +
-	"\x10lease_checkpoint\x18\r \x01(\v2(.concord.command.LeaseCheckpointResponseH\x00R\x0fleaseCheckpointB\n" +
+	"\x10lease_checkpoint\x18\r \x01(\v2(.concord.command.LeaseCheckpointResponseH\x00R\x0fleaseCheckpoint\x126\n" +
+	"\x05claim\x18\x0e \x01(\v2\x1e.concord.command.ClaimResponseH\x00R\x05claim\x120\n" +
+	"\x03add\x18\x0f \x01(\v2\x1c.concord.command.AddResponseH\x00R\x03addB\n" +
 	"\n" +
 	"\bresponse\"\x8a\x05\n" +
 	"\fRangeRequest\x12\x10\n" +
@@ -2500,21 +2891,26 @@ const file_command_proto_rawDesc = "" +
 	"\aprev_kv\x18\x03 \x01(\bR\x06prevKv\"e\n" +
 	"\x13DeleteRangeResponse\x12\x18\n" +
 	"\adeleted\x18\x02 \x01(\x03R\adeleted\x124\n" +
-	"\bprev_kvs\x18\x03 \x03(\v2\x19.concord.command.KeyValueR\aprevKvs\"\xb5\x02\n" +
+	"\bprev_kvs\x18\x03 \x03(\v2\x19.concord.command.KeyValueR\aprevKvs\"\xbb\x03\n" +
 	"\tRequestOp\x12D\n" +
 	"\rrequest_range\x18\x01 \x01(\v2\x1d.concord.command.RangeRequestH\x00R\frequestRange\x12>\n" +
 	"\vrequest_put\x18\x02 \x01(\v2\x1b.concord.command.PutRequestH\x00R\n" +
 	"requestPut\x12W\n" +
 	"\x14request_delete_range\x18\x03 \x01(\v2#.concord.command.DeleteRangeRequestH\x00R\x12requestDeleteRange\x12>\n" +
 	"\vrequest_txn\x18\x04 \x01(\v2\x1b.concord.command.TxnRequestH\x00R\n" +
-	"requestTxnB\t\n" +
-	"\arequest\"\xc3\x02\n" +
+	"requestTxn\x12D\n" +
+	"\rrequest_claim\x18\x05 \x01(\v2\x1d.concord.command.ClaimRequestH\x00R\frequestClaim\x12>\n" +
+	"\vrequest_add\x18\x06 \x01(\v2\x1b.concord.command.AddRequestH\x00R\n" +
+	"requestAddB\t\n" +
+	"\arequest\"\xcf\x03\n" +
 	"\n" +
 	"ResponseOp\x12G\n" +
 	"\x0eresponse_range\x18\x01 \x01(\v2\x1e.concord.command.RangeResponseH\x00R\rresponseRange\x12A\n" +
 	"\fresponse_put\x18\x02 \x01(\v2\x1c.concord.command.PutResponseH\x00R\vresponsePut\x12Z\n" +
 	"\x15response_delete_range\x18\x03 \x01(\v2$.concord.command.DeleteRangeResponseH\x00R\x13responseDeleteRange\x12A\n" +
-	"\fresponse_txn\x18\x04 \x01(\v2\x1c.concord.command.TxnResponseH\x00R\vresponseTxnB\n" +
+	"\fresponse_txn\x18\x04 \x01(\v2\x1c.concord.command.TxnResponseH\x00R\vresponseTxn\x12G\n" +
+	"\x0eresponse_claim\x18\x05 \x01(\v2\x1e.concord.command.ClaimResponseH\x00R\rresponseClaim\x12A\n" +
+	"\fresponse_add\x18\x06 \x01(\v2\x1c.concord.command.AddResponseH\x00R\vresponseAddB\n" +
 	"\n" +
 	"\bresponse\"\xef\x03\n" +
 	"\aCompare\x12>\n" +
@@ -2547,7 +2943,24 @@ const file_command_proto_rawDesc = "" +
 	"\afailure\x18\x03 \x03(\v2\x1a.concord.command.RequestOpR\afailure\"f\n" +
 	"\vTxnResponse\x12\x1c\n" +
 	"\tsucceeded\x18\x02 \x01(\bR\tsucceeded\x129\n" +
-	"\tresponses\x18\x03 \x03(\v2\x1b.concord.command.ResponseOpR\tresponses\"/\n" +
+	"\tresponses\x18\x03 \x03(\v2\x1b.concord.command.ResponseOpR\tresponses\"\x81\x01\n" +
+	"\fClaimRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x1b\n" +
+	"\trange_end\x18\x02 \x01(\fR\brangeEnd\x12\x16\n" +
+	"\x06marker\x18\x03 \x01(\fR\x06marker\x12\x14\n" +
+	"\x05value\x18\x04 \x01(\fR\x05value\x12\x14\n" +
+	"\x05lease\x18\x05 \x01(\x03R\x05lease\"m\n" +
+	"\rClaimResponse\x12)\n" +
+	"\x02kv\x18\x01 \x01(\v2\x19.concord.command.KeyValueR\x02kv\x121\n" +
+	"\x06marker\x18\x02 \x01(\v2\x19.concord.command.KeyValueR\x06marker\"J\n" +
+	"\n" +
+	"AddRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
+	"\x05delta\x18\x02 \x01(\x03R\x05delta\x12\x14\n" +
+	"\x05lease\x18\x03 \x01(\x03R\x05lease\"N\n" +
+	"\vAddResponse\x12\x14\n" +
+	"\x05value\x18\x01 \x01(\x03R\x05value\x12)\n" +
+	"\x02kv\x18\x02 \x01(\v2\x19.concord.command.KeyValueR\x02kv\"/\n" +
 	"\x11CompactionRequest\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\"\x14\n" +
 	"\x12CompactionResponse\"5\n" +
@@ -2596,7 +3009,7 @@ func file_command_proto_rawDescGZIP() []byte {
 }
 
 var file_command_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_command_proto_goTypes = []any{
 	(Code)(0),                       // 0: concord.command.Code
 	(Event_EventType)(0),            // 1: concord.command.Event.EventType
@@ -2619,16 +3032,20 @@ var file_command_proto_goTypes = []any{
 	(*Compare)(nil),                 // 18: concord.command.Compare
 	(*TxnRequest)(nil),              // 19: concord.command.TxnRequest
 	(*TxnResponse)(nil),             // 20: concord.command.TxnResponse
-	(*CompactionRequest)(nil),       // 21: concord.command.CompactionRequest
-	(*CompactionResponse)(nil),      // 22: concord.command.CompactionResponse
-	(*LeaseGrantRequest)(nil),       // 23: concord.command.LeaseGrantRequest
-	(*LeaseGrantResponse)(nil),      // 24: concord.command.LeaseGrantResponse
-	(*LeaseRevokeRequest)(nil),      // 25: concord.command.LeaseRevokeRequest
-	(*LeaseRevokeResponse)(nil),     // 26: concord.command.LeaseRevokeResponse
-	(*LeaseExpireRequest)(nil),      // 27: concord.command.LeaseExpireRequest
-	(*LeaseCheckpoint)(nil),         // 28: concord.command.LeaseCheckpoint
-	(*LeaseCheckpointRequest)(nil),  // 29: concord.command.LeaseCheckpointRequest
-	(*LeaseCheckpointResponse)(nil), // 30: concord.command.LeaseCheckpointResponse
+	(*ClaimRequest)(nil),            // 21: concord.command.ClaimRequest
+	(*ClaimResponse)(nil),           // 22: concord.command.ClaimResponse
+	(*AddRequest)(nil),              // 23: concord.command.AddRequest
+	(*AddResponse)(nil),             // 24: concord.command.AddResponse
+	(*CompactionRequest)(nil),       // 25: concord.command.CompactionRequest
+	(*CompactionResponse)(nil),      // 26: concord.command.CompactionResponse
+	(*LeaseGrantRequest)(nil),       // 27: concord.command.LeaseGrantRequest
+	(*LeaseGrantResponse)(nil),      // 28: concord.command.LeaseGrantResponse
+	(*LeaseRevokeRequest)(nil),      // 29: concord.command.LeaseRevokeRequest
+	(*LeaseRevokeResponse)(nil),     // 30: concord.command.LeaseRevokeResponse
+	(*LeaseExpireRequest)(nil),      // 31: concord.command.LeaseExpireRequest
+	(*LeaseCheckpoint)(nil),         // 32: concord.command.LeaseCheckpoint
+	(*LeaseCheckpointRequest)(nil),  // 33: concord.command.LeaseCheckpointRequest
+	(*LeaseCheckpointResponse)(nil), // 34: concord.command.LeaseCheckpointResponse
 }
 var file_command_proto_depIdxs = []int32{
 	1,  // 0: concord.command.Event.type:type_name -> concord.command.Event.EventType
@@ -2638,46 +3055,57 @@ var file_command_proto_depIdxs = []int32{
 	12, // 4: concord.command.Request.put:type_name -> concord.command.PutRequest
 	14, // 5: concord.command.Request.delete_range:type_name -> concord.command.DeleteRangeRequest
 	19, // 6: concord.command.Request.txn:type_name -> concord.command.TxnRequest
-	21, // 7: concord.command.Request.compaction:type_name -> concord.command.CompactionRequest
-	23, // 8: concord.command.Request.lease_grant:type_name -> concord.command.LeaseGrantRequest
-	25, // 9: concord.command.Request.lease_revoke:type_name -> concord.command.LeaseRevokeRequest
-	27, // 10: concord.command.Request.lease_expire:type_name -> concord.command.LeaseExpireRequest
-	29, // 11: concord.command.Request.lease_checkpoint:type_name -> concord.command.LeaseCheckpointRequest
-	0,  // 12: concord.command.Response.code:type_name -> concord.command.Code
-	11, // 13: concord.command.Response.range:type_name -> concord.command.RangeResponse
-	13, // 14: concord.command.Response.put:type_name -> concord.command.PutResponse
-	15, // 15: concord.command.Response.delete_range:type_name -> concord.command.DeleteRangeResponse
-	20, // 16: concord.command.Response.txn:type_name -> concord.command.TxnResponse
-	22, // 17: concord.command.Response.compaction:type_name -> concord.command.CompactionResponse
-	24, // 18: concord.command.Response.lease_grant:type_name -> concord.command.LeaseGrantResponse
-	26, // 19: concord.command.Response.lease_revoke:type_name -> concord.command.LeaseRevokeResponse
-	26, // 20: concord.command.Response.lease_expire:type_name -> concord.command.LeaseRevokeResponse
-	30, // 21: concord.command.Response.lease_checkpoint:type_name -> concord.command.LeaseCheckpointResponse
-	2,  // 22: concord.command.RangeRequest.sort_order:type_name -> concord.command.RangeRequest.SortOrder
-	3,  // 23: concord.command.RangeRequest.sort_target:type_name -> concord.command.RangeRequest.SortTarget
-	6,  // 24: concord.command.RangeResponse.kvs:type_name -> concord.command.KeyValue
-	6,  // 25: concord.command.PutResponse.prev_kv:type_name -> concord.command.KeyValue
-	6,  // 26: concord.command.DeleteRangeResponse.prev_kvs:type_name -> concord.command.KeyValue
-	10, // 27: concord.command.RequestOp.request_range:type_name -> concord.command.RangeRequest
-	12, // 28: concord.command.RequestOp.request_put:type_name -> concord.command.PutRequest
-	14, // 29: concord.command.RequestOp.request_delete_range:type_name -> concord.command.DeleteRangeRequest
-	19, // 30: concord.command.RequestOp.request_txn:type_name -> concord.command.TxnRequest
-	11, // 31: concord.command.ResponseOp.response_range:type_name -> concord.command.RangeResponse
-	13, // 32: concord.command.ResponseOp.response_put:type_name -> concord.command.PutResponse
-	15, // 33: concord.command.ResponseOp.response_delete_range:type_name -> concord.command.DeleteRangeResponse
-	20, // 34: concord.command.ResponseOp.response_txn:type_name -> concord.command.TxnResponse
-	4,  // 35: concord.command.Compare.result:type_name -> concord.command.Compare.CompareResult
-	5,  // 36: concord.command.Compare.target:type_name -> concord.command.Compare.CompareTarget
-	18, // 37: concord.command.TxnRequest.compare:type_name -> concord.command.Compare
-	16, // 38: concord.command.TxnRequest.success:type_name -> concord.command.RequestOp
-	16, // 39: concord.command.TxnRequest.failure:type_name -> concord.command.RequestOp
-	17, // 40: concord.command.TxnResponse.responses:type_name -> concord.command.ResponseOp
-	28, // 41: concord.command.LeaseCheckpointRequest.checkpoints:type_name -> concord.command.LeaseCheckpoint
-	42, // [42:42] is the sub-list for method output_type
-	42, // [42:42] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	25, // 7: concord.command.Request.compaction:type_name -> concord.command.CompactionRequest
+	27, // 8: concord.command.Request.lease_grant:type_name -> concord.command.LeaseGrantRequest
+	29, // 9: concord.command.Request.lease_revoke:type_name -> concord.command.LeaseRevokeRequest
+	31, // 10: concord.command.Request.lease_expire:type_name -> concord.command.LeaseExpireRequest
+	21, // 11: concord.command.Request.claim:type_name -> concord.command.ClaimRequest
+	33, // 12: concord.command.Request.lease_checkpoint:type_name -> concord.command.LeaseCheckpointRequest
+	23, // 13: concord.command.Request.add:type_name -> concord.command.AddRequest
+	0,  // 14: concord.command.Response.code:type_name -> concord.command.Code
+	11, // 15: concord.command.Response.range:type_name -> concord.command.RangeResponse
+	13, // 16: concord.command.Response.put:type_name -> concord.command.PutResponse
+	15, // 17: concord.command.Response.delete_range:type_name -> concord.command.DeleteRangeResponse
+	20, // 18: concord.command.Response.txn:type_name -> concord.command.TxnResponse
+	26, // 19: concord.command.Response.compaction:type_name -> concord.command.CompactionResponse
+	28, // 20: concord.command.Response.lease_grant:type_name -> concord.command.LeaseGrantResponse
+	30, // 21: concord.command.Response.lease_revoke:type_name -> concord.command.LeaseRevokeResponse
+	30, // 22: concord.command.Response.lease_expire:type_name -> concord.command.LeaseRevokeResponse
+	34, // 23: concord.command.Response.lease_checkpoint:type_name -> concord.command.LeaseCheckpointResponse
+	22, // 24: concord.command.Response.claim:type_name -> concord.command.ClaimResponse
+	24, // 25: concord.command.Response.add:type_name -> concord.command.AddResponse
+	2,  // 26: concord.command.RangeRequest.sort_order:type_name -> concord.command.RangeRequest.SortOrder
+	3,  // 27: concord.command.RangeRequest.sort_target:type_name -> concord.command.RangeRequest.SortTarget
+	6,  // 28: concord.command.RangeResponse.kvs:type_name -> concord.command.KeyValue
+	6,  // 29: concord.command.PutResponse.prev_kv:type_name -> concord.command.KeyValue
+	6,  // 30: concord.command.DeleteRangeResponse.prev_kvs:type_name -> concord.command.KeyValue
+	10, // 31: concord.command.RequestOp.request_range:type_name -> concord.command.RangeRequest
+	12, // 32: concord.command.RequestOp.request_put:type_name -> concord.command.PutRequest
+	14, // 33: concord.command.RequestOp.request_delete_range:type_name -> concord.command.DeleteRangeRequest
+	19, // 34: concord.command.RequestOp.request_txn:type_name -> concord.command.TxnRequest
+	21, // 35: concord.command.RequestOp.request_claim:type_name -> concord.command.ClaimRequest
+	23, // 36: concord.command.RequestOp.request_add:type_name -> concord.command.AddRequest
+	11, // 37: concord.command.ResponseOp.response_range:type_name -> concord.command.RangeResponse
+	13, // 38: concord.command.ResponseOp.response_put:type_name -> concord.command.PutResponse
+	15, // 39: concord.command.ResponseOp.response_delete_range:type_name -> concord.command.DeleteRangeResponse
+	20, // 40: concord.command.ResponseOp.response_txn:type_name -> concord.command.TxnResponse
+	22, // 41: concord.command.ResponseOp.response_claim:type_name -> concord.command.ClaimResponse
+	24, // 42: concord.command.ResponseOp.response_add:type_name -> concord.command.AddResponse
+	4,  // 43: concord.command.Compare.result:type_name -> concord.command.Compare.CompareResult
+	5,  // 44: concord.command.Compare.target:type_name -> concord.command.Compare.CompareTarget
+	18, // 45: concord.command.TxnRequest.compare:type_name -> concord.command.Compare
+	16, // 46: concord.command.TxnRequest.success:type_name -> concord.command.RequestOp
+	16, // 47: concord.command.TxnRequest.failure:type_name -> concord.command.RequestOp
+	17, // 48: concord.command.TxnResponse.responses:type_name -> concord.command.ResponseOp
+	6,  // 49: concord.command.ClaimResponse.kv:type_name -> concord.command.KeyValue
+	6,  // 50: concord.command.ClaimResponse.marker:type_name -> concord.command.KeyValue
+	6,  // 51: concord.command.AddResponse.kv:type_name -> concord.command.KeyValue
+	32, // 52: concord.command.LeaseCheckpointRequest.checkpoints:type_name -> concord.command.LeaseCheckpoint
+	53, // [53:53] is the sub-list for method output_type
+	53, // [53:53] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_command_proto_init() }
@@ -2694,7 +3122,9 @@ func file_command_proto_init() {
 		(*Request_LeaseGrant)(nil),
 		(*Request_LeaseRevoke)(nil),
 		(*Request_LeaseExpire)(nil),
+		(*Request_Claim)(nil),
 		(*Request_LeaseCheckpoint)(nil),
+		(*Request_Add)(nil),
 	}
 	file_command_proto_msgTypes[3].OneofWrappers = []any{
 		(*Response_Range)(nil),
@@ -2706,18 +3136,24 @@ func file_command_proto_init() {
 		(*Response_LeaseRevoke)(nil),
 		(*Response_LeaseExpire)(nil),
 		(*Response_LeaseCheckpoint)(nil),
+		(*Response_Claim)(nil),
+		(*Response_Add)(nil),
 	}
 	file_command_proto_msgTypes[10].OneofWrappers = []any{
 		(*RequestOp_RequestRange)(nil),
 		(*RequestOp_RequestPut)(nil),
 		(*RequestOp_RequestDeleteRange)(nil),
 		(*RequestOp_RequestTxn)(nil),
+		(*RequestOp_RequestClaim)(nil),
+		(*RequestOp_RequestAdd)(nil),
 	}
 	file_command_proto_msgTypes[11].OneofWrappers = []any{
 		(*ResponseOp_ResponseRange)(nil),
 		(*ResponseOp_ResponsePut)(nil),
 		(*ResponseOp_ResponseDeleteRange)(nil),
 		(*ResponseOp_ResponseTxn)(nil),
+		(*ResponseOp_ResponseClaim)(nil),
+		(*ResponseOp_ResponseAdd)(nil),
 	}
 	file_command_proto_msgTypes[12].OneofWrappers = []any{
 		(*Compare_Version)(nil),
@@ -2732,7 +3168,7 @@ func file_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_command_proto_rawDesc), len(file_command_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   25,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -63,3 +63,48 @@ func BenchmarkRangePrefix(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkClaimAck proposes, from many goroutines through a one-peer
+// in-memory node, a Claim of the first free key of a prefix of b.N keys
+// then its ack (a txn deleting the key and its marker): the state
+// machine's side of a queue.
+func BenchmarkClaimAck(b *testing.B) {
+	nd := startNode(b, false)
+	for i := 0; i < b.N; i += 500 {
+		txn := &command.TxnRequest{}
+		for j := i; j < min(i+500, b.N); j++ {
+			txn.Success = append(txn.Success, &command.RequestOp{Request: &command.RequestOp_RequestPut{
+				RequestPut: &command.PutRequest{Key: fmt.Appendf(nil, "q/%012d", j), Value: []byte("message")},
+			}})
+		}
+		mustOK(b, nd.propose(&command.Request{Request: &command.Request_Txn{Txn: txn}}))
+	}
+	claim := mustEncode(b, claimReq("q/", "q0", "c/", "w", 0))
+	b.ReportAllocs()
+	b.SetParallelism(16)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			res, err := nd.n.Propose(ctx(b), claim)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			resp, err := command.DecodeResponse(res)
+			if err != nil || resp.GetClaim().GetKv() == nil {
+				b.Errorf("claim: %v %v", resp, err)
+				return
+			}
+			kv := resp.GetClaim()
+			ack := &command.TxnRequest{Success: []*command.RequestOp{
+				{Request: &command.RequestOp_RequestDeleteRange{RequestDeleteRange: &command.DeleteRangeRequest{Key: kv.GetKv().GetKey()}}},
+				{Request: &command.RequestOp_RequestDeleteRange{RequestDeleteRange: &command.DeleteRangeRequest{Key: kv.GetMarker().GetKey()}}},
+			}}
+			if _, err := nd.n.Propose(ctx(b), mustEncode(b, &command.Request{Request: &command.Request_Txn{Txn: ack}})); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}

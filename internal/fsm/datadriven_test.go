@@ -28,6 +28,8 @@ import (
 //	txn          body: "if target(key) op value", "then <op>", "else <op>",
 //	             where <op> is put/del/get as above or txn, whose own body
 //	             follows indented by two more spaces
+//	claim k= [range] marker= [v=] [lease=]
+//	add k= delta= [lease=]
 //	compact rev=
 //	history from= [range] [prev]
 //	grant id= ttl=               (ttl a Go duration)
@@ -45,7 +47,7 @@ func TestScripts(t *testing.T) {
 		datadriven.RunTest(t, path, func(t *testing.T, d *datadriven.TestData) string {
 			args := argMap(d.CmdArgs)
 			switch d.Cmd {
-			case "put", "del", "compact":
+			case "put", "del", "compact", "claim", "add":
 				return formatResponse(nd.propose(opRequest(t, d.Cmd, args)))
 			case "get":
 				req := rangeRequest(t, args)
@@ -145,6 +147,15 @@ func opRequest(t *testing.T, cmd string, args map[string]string) *command.Reques
 		}}}
 	case "compact":
 		return &command.Request{Request: &command.Request_Compaction{Compaction: &command.CompactionRequest{Revision: num(t, args, "rev")}}}
+	case "claim":
+		key, end := keyRange(args)
+		return &command.Request{Request: &command.Request_Claim{Claim: &command.ClaimRequest{
+			Key: key, RangeEnd: end, Marker: []byte(args["marker"]), Value: []byte(args["v"]), Lease: num(t, args, "lease"),
+		}}}
+	case "add":
+		return &command.Request{Request: &command.Request_Add{Add: &command.AddRequest{
+			Key: []byte(args["k"]), Delta: num(t, args, "delta"), Lease: num(t, args, "lease"),
+		}}}
 	}
 	t.Fatalf("unknown op %q", cmd)
 	return nil
@@ -164,6 +175,10 @@ func requestOp(t *testing.T, line string) *command.RequestOp {
 	case "del":
 		dr := opRequest(t, cmd, args).GetDeleteRange()
 		return &command.RequestOp{Request: &command.RequestOp_RequestDeleteRange{RequestDeleteRange: dr}}
+	case "claim":
+		return &command.RequestOp{Request: &command.RequestOp_RequestClaim{RequestClaim: opRequest(t, cmd, args).GetClaim()}}
+	case "add":
+		return &command.RequestOp{Request: &command.RequestOp_RequestAdd{RequestAdd: opRequest(t, cmd, args).GetAdd()}}
 	}
 	t.Fatalf("unknown txn op %q", line)
 	return nil
@@ -308,6 +323,10 @@ func formatResponse(resp *command.Response) string {
 		fmt.Fprintf(&b, "deleted=%d\n", r.LeaseRevoke.Deleted)
 	case *command.Response_LeaseExpire:
 		fmt.Fprintf(&b, "deleted=%d\n", r.LeaseExpire.Deleted)
+	case *command.Response_Claim:
+		formatClaim(&b, "", r.Claim)
+	case *command.Response_Add:
+		formatAdd(&b, "", r.Add)
 	}
 	return b.String()
 }
@@ -348,6 +367,12 @@ func formatTxn(b *strings.Builder, in string, r *command.TxnResponse) {
 		case *command.ResponseOp_ResponseTxn:
 			fmt.Fprintf(b, "%stxn:\n", in)
 			formatTxn(b, in+"  ", o.ResponseTxn)
+		case *command.ResponseOp_ResponseClaim:
+			fmt.Fprintf(b, "%sclaim:\n", in)
+			formatClaim(b, in+"  ", o.ResponseClaim)
+		case *command.ResponseOp_ResponseAdd:
+			fmt.Fprintf(b, "%sadd:\n", in)
+			formatAdd(b, in+"  ", o.ResponseAdd)
 		}
 	}
 }

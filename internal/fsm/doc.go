@@ -7,6 +7,7 @@
 //	raftnode (raft goroutine)
 //	  | Apply(txn, index, cmd) ---> decode command.Request
 //	  |                              execute: Range / Put / DeleteRange / Txn / Compaction,
+//	  |                              Claim / Add (claim.go: read-modify-writes made of puts),
 //	  |                              LeaseGrant / Revoke / Expire / Checkpoint / Promote
 //	  |                              writes under s/ through txn (layout: internal/schema)
 //	  |                              bounded compaction sweep
@@ -27,7 +28,8 @@
 // writes gets the next revision, shared by all its puts and deletes (a
 // txn's included), so the first write is at revision 2, as in etcd. A
 // command that writes nothing (a read, a txn whose branch only reads, a
-// delete that matches nothing, any refused command) leaves the revision
+// delete that matches nothing, a claim that finds nothing free, any
+// refused command) leaves the revision
 // as it is. A key's create_revision is the revision of the put that
 // created it, mod_revision that of its last put, version the number of
 // puts since its creation.

@@ -55,6 +55,7 @@ type exec struct {
 
 	leases   map[int64]*leaseState // lease records read or changed
 	revoking int64                 // the lease being revoked, if any
+	picks    []pick                // what Claims and Adds chose (claim.go)
 }
 
 // viewRev is the revision of the current state exec sees: its own writes
@@ -91,6 +92,14 @@ func (f *FSM) apply(txn *raftnode.Txn, req *command.Request, resp *command.Respo
 		var tr *command.TxnResponse
 		tr, code, msg, err = e.txnTop(r.Txn)
 		resp.Response = &command.Response_Txn{Txn: tr}
+	case *command.Request_Claim:
+		var cr *command.ClaimResponse
+		cr, code, msg, err = e.claimTop(r.Claim)
+		resp.Response = &command.Response_Claim{Claim: cr}
+	case *command.Request_Add:
+		var ar *command.AddResponse
+		ar, code, msg, err = e.addTop(r.Add)
+		resp.Response = &command.Response_Add{Add: ar}
 	case *command.Request_Compaction:
 		code, msg, err = e.compaction(r.Compaction)
 		resp.Response = &command.Response_Compaction{Compaction: &command.CompactionResponse{}}
@@ -189,18 +198,25 @@ func (e *exec) checkPutArgs(p *command.PutRequest, found bool) (command.Code, st
 
 // put runs p; check is false when a txn has checked it already.
 func (e *exec) put(p *command.PutRequest, check bool) (*command.PutResponse, command.Code, string, error) {
+	resp, _, code, msg, err := e.putRecord(p, check)
+	return resp, code, msg, err
+}
+
+// putRecord runs p as put does and also returns the record written.
+func (e *exec) putRecord(p *command.PutRequest, check bool) (*command.PutResponse, record, command.Code, string, error) {
 	f := e.f
 	withValue := p.GetPrevKv() || p.GetIgnoreValue() || f.cfg.OnCommit != nil
 	cur, found, err := e.current(p.GetKey(), withValue)
 	if err != nil {
-		return nil, 0, "", err
+		return nil, record{}, 0, "", err
 	}
 	if check {
 		if code, msg, err := e.checkPut(p, cur, found, nil); err != nil || code != command.Code_OK {
-			return nil, code, msg, err
+			return nil, record{}, code, msg, err
 		}
 	}
 	key := p.GetKey()
+	f.gaps.put(key)
 	rec := record{kind: kindPut, mod: e.next, lease: p.GetLease(), value: p.GetValue(), create: e.next, version: 1}
 	if found {
 		rec.create, rec.version, rec.prev = cur.create, cur.version+1, cur.mod
@@ -216,14 +232,14 @@ func (e *exec) put(p *command.PutRequest, check bool) (*command.PutResponse, com
 		old = cur.lease
 	}
 	if err := e.relink(key, old, rec.lease); err != nil {
-		return nil, 0, "", err
+		return nil, record{}, 0, "", err
 	}
 	b := appendRecord(f.arena.alloc(recordLen(rec.value)), &rec)
 	if err := e.set(schema.KVKey(f.arena.alloc(len(schema.StateKV)+len(key)), key), b); err != nil {
-		return nil, 0, "", err
+		return nil, record{}, 0, "", err
 	}
 	if err := e.record(key, b, putMark); err != nil {
-		return nil, 0, "", err
+		return nil, record{}, 0, "", err
 	}
 	f.cache.put(key, rec, true, true)
 	resp := &command.PutResponse{}
@@ -237,7 +253,7 @@ func (e *exec) put(p *command.PutRequest, check bool) (*command.PutResponse, com
 	if f.cfg.OnCommit != nil {
 		f.events = append(f.events, &command.Event{Type: command.Event_PUT, Kv: rec.kv(key, rec.value), PrevKv: prev})
 	}
-	return resp, command.Code_OK, "", nil
+	return resp, rec, command.Code_OK, "", nil
 }
 
 // record writes the history and index entries of key's event at e.next.

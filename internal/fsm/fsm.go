@@ -75,6 +75,7 @@ type FSM struct {
 	leaseChanges []LeaseChange    // since the last Committed, if OnLeases is set
 	arena        arena
 	cache        kvCache
+	gaps         gaps      // where claims need not scan (claim.go)
 	reads        readCache // for any goroutine
 
 	// Committed state, for any goroutine.
@@ -196,6 +197,7 @@ func (f *FSM) load(txn *badger.Txn) error {
 	}
 	f.events, f.leaseChanges = nil, nil
 	f.cache.reset() // drops the log of what was never committed
+	f.gaps.reset()
 	f.notified = [2]int64{rev, compact}
 	f.loaded = true
 	return nil
@@ -278,6 +280,7 @@ func (f *FSM) Snapshot(txn *badger.Txn, w io.Writer) error {
 func (f *FSM) Restore(db *badger.DB, r io.Reader) error {
 	f.loaded, f.events, f.leaseChanges = false, nil, nil
 	f.cache.reset()
+	f.gaps.reset()
 	f.reads.reset(0, 0) // no fills while the state is half restored
 	f.restoreMu.Lock()
 	err := raftnode.LoadPrefix(db, schema.State, r)

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -15,12 +16,13 @@ import (
 )
 
 // The keys random commands use: some share prefixes, some hold 0x00.
-var modelKeys = []string{"a", "a/1", "a/2", "a/3", "b", "b\x00", "b\x00\x00", "b\x01", "c", "c/x", "d"}
+// Claims take a/ and b with markers under c/ and d.
+var modelKeys = []string{"a", "a/1", "a/2", "a/3", "b", "b\x00", "b\x00\x00", "b\x01", "c", "c/1", "c/3", "c/x", "d"}
 
 // randomCommands returns n random commands: puts (some with a lease),
 // deletes of keys and ranges, txns with a compare and writes to distinct
 // keys, compactions, lease grants and revokes (of leases 1 to 4, which may
-// or may not exist).
+// or may not exist), claims (some with a lease) and adds.
 func randomCommands(seed uint64, n int) []*command.Request {
 	r := rand.New(rand.NewPCG(seed, seed))
 	key := func() string { return modelKeys[r.IntN(len(modelKeys))] }
@@ -32,7 +34,7 @@ func randomCommands(seed uint64, n int) []*command.Request {
 	}
 	var out []*command.Request
 	for i := 0; i < n; i++ {
-		switch x := r.IntN(24); {
+		switch x := r.IntN(28); {
 		case x < 10:
 			p := put(key(), fmt.Sprint(r.IntN(5)))
 			p.GetPut().Lease = lease()
@@ -67,11 +69,27 @@ func randomCommands(seed uint64, n int) []*command.Request {
 			out = append(out, compact(int64(r.IntN(i+2))))
 		case x < 22:
 			out = append(out, &command.Request{Request: &command.Request_LeaseGrant{LeaseGrant: &command.LeaseGrantRequest{Id: 1 + r.Int64N(4), Ttl: 1e9}}})
-		default:
+		case x < 24:
 			out = append(out, &command.Request{Request: &command.Request_LeaseRevoke{LeaseRevoke: &command.LeaseRevokeRequest{Id: 1 + r.Int64N(4)}}})
+		case x < 26:
+			c := modelClaims[r.IntN(len(modelClaims))]
+			c = &command.ClaimRequest{Key: c.Key, RangeEnd: c.RangeEnd, Marker: c.Marker, Value: []byte(fmt.Sprint(r.IntN(3))), Lease: lease()}
+			out = append(out, &command.Request{Request: &command.Request_Claim{Claim: c}})
+		default:
+			a := &command.AddRequest{Key: []byte([]string{"b", "d", "a/1"}[r.IntN(3)]), Delta: r.Int64N(7) - 3, Lease: lease()}
+			out = append(out, &command.Request{Request: &command.Request_Add{Add: a}})
 		}
 	}
 	return out
+}
+
+// modelClaims are the claims randomCommands makes: a prefix, one key, a
+// range, and keys from b on (which only b... start with).
+var modelClaims = []*command.ClaimRequest{
+	{Key: []byte("a/"), RangeEnd: []byte("a0"), Marker: []byte("c/")},
+	{Key: []byte("a/1"), Marker: []byte("c/1")},
+	{Key: []byte("a/"), RangeEnd: []byte("a/3"), Marker: []byte("c/")},
+	{Key: []byte("b"), RangeEnd: []byte{0}, Marker: []byte("d")},
 }
 
 // model is etcd's KV semantics the simple way: the whole state at every
@@ -135,6 +153,38 @@ func (m *model) apply(req *command.Request) command.Code {
 				delRange(string(op.GetRequestDeleteRange().Key), "")
 			}
 		}
+	case *command.Request_Claim:
+		c := r.Claim
+		if c.Lease != 0 && !m.leases[c.Lease] {
+			return command.Code_LEASE_NOT_FOUND
+		}
+		for _, k := range slices.Sorted(maps.Keys(cur)) {
+			mk := string(c.Marker) + strings.TrimPrefix(k, string(c.Key))
+			if matches(k, string(c.Key), string(c.RangeEnd)) && strings.HasPrefix(k, string(c.Key)) && cur[mk] == nil {
+				old := cur[k]
+				next[k] = &command.KeyValue{Key: old.Key, Value: old.Value, CreateRevision: old.CreateRevision,
+					ModRevision: rev, Version: old.Version + 1, Lease: old.Lease}
+				putKV(mk, string(c.Value), c.Lease)
+				break
+			}
+		}
+	case *command.Request_Add:
+		a := r.Add
+		var old int64
+		if kv := cur[string(a.Key)]; kv != nil && len(kv.Value) > 0 {
+			var err error
+			if old, err = strconv.ParseInt(string(kv.Value), 10, 64); err != nil {
+				return command.Code_BAD_REQUEST
+			}
+		}
+		if a.Lease != 0 && !m.leases[a.Lease] {
+			return command.Code_LEASE_NOT_FOUND
+		}
+		lease := a.Lease
+		if kv := cur[string(a.Key)]; kv != nil && lease == 0 {
+			lease = kv.Lease
+		}
+		putKV(string(a.Key), strconv.FormatInt(old+a.Delta, 10), lease)
 	case *command.Request_Compaction:
 		switch c := r.Compaction.Revision; {
 		case c <= m.compact:

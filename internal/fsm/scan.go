@@ -56,10 +56,15 @@ func scanCurrent(r *badger.Txn, key, end []byte, fn func(k []byte, item *badger.
 		return nil
 	}
 	var stop []byte
+	prefix := schema.StateKV
 	if !isFromKey(end) {
 		stop = schema.KVKey(nil, end)
+		prefix = commonPrefix(schema.KVKey(nil, key), stop)
 	}
-	it := r.NewIterator(badger.IteratorOptions{Prefix: schema.StateKV})
+	// The prefix also bounds badger's own stepping over deleted keys: an
+	// iterator skips them one by one inside Seek and Next, and without it
+	// a range that holds nothing live would walk on past its end.
+	it := r.NewIterator(badger.IteratorOptions{Prefix: prefix})
 	defer it.Close()
 	for it.Seek(schema.KVKey(nil, key)); it.Valid(); it.Next() {
 		item := it.Item()
@@ -156,4 +161,14 @@ func recordAt(r *badger.Txn, key []byte, rev int64, withValue bool) (record, err
 		return record{}, err
 	}
 	return itemRecord(item, withValue)
+}
+
+// commonPrefix returns the longest common prefix of a and b.
+func commonPrefix(a, b []byte) []byte {
+	n := min(len(a), len(b))
+	i := 0
+	for i < n && a[i] == b[i] {
+		i++
+	}
+	return a[:i]
 }

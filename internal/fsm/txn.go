@@ -29,7 +29,7 @@ func (e *exec) txnTop(t *command.TxnRequest) (*command.TxnResponse, command.Code
 	if err != nil {
 		return nil, 0, "", err
 	}
-	p := &plan{}
+	p := &plan{leased: leaseUse{}}
 	p.b.add(1, 32) // the revision
 	i := 0
 	if code, msg, err := e.check(t, path, &i, p); err != nil || code != command.Code_OK {
@@ -150,6 +150,14 @@ func (e *exec) check(t *command.TxnRequest, path []bool, i *int, p *plan) (comma
 			if code, msg, err := e.check(r.RequestTxn, path, i, p); err != nil || code != command.Code_OK {
 				return code, msg, err
 			}
+		case *command.RequestOp_RequestClaim:
+			if code, msg, err := e.checkClaim(r.RequestClaim, p); err != nil || code != command.Code_OK {
+				return code, msg, err
+			}
+		case *command.RequestOp_RequestAdd:
+			if code, msg, err := e.checkAdd(r.RequestAdd, p); err != nil || code != command.Code_OK {
+				return code, msg, err
+			}
 		default:
 			return command.Code_BAD_REQUEST, "empty op in txn", nil
 		}
@@ -233,6 +241,18 @@ func (e *exec) run(t *command.TxnRequest, path []bool, i *int) (*command.TxnResp
 				return nil, err
 			}
 			out.Response = &command.ResponseOp_ResponseTxn{ResponseTxn: tr}
+		case *command.RequestOp_RequestClaim:
+			cr, err := e.runClaim(r.RequestClaim)
+			if err != nil {
+				return nil, err
+			}
+			out.Response = &command.ResponseOp_ResponseClaim{ResponseClaim: cr}
+		case *command.RequestOp_RequestAdd:
+			ar, err := e.runAdd(r.RequestAdd)
+			if err != nil {
+				return nil, err
+			}
+			out.Response = &command.ResponseOp_ResponseAdd{ResponseAdd: ar}
 		}
 		resp.Responses = append(resp.Responses, &out)
 	}
