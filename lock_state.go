@@ -1,0 +1,65 @@
+package concord
+
+import (
+	"context"
+	"fmt"
+	"sync"
+)
+
+// lockState is what a Mutex, RWMutex or Semaphore knows of its own
+// holding: one participant holds or waits at most once at a time.
+type lockState struct {
+	mu     sync.Mutex
+	busy   bool   // guarded by mu: an acquire is running or the lock is held
+	rev    int64  // guarded by mu: the held key's create revision; 0 = not held
+	record string // guarded by mu: Mutex: the lock-delay record it wrote
+}
+
+// begin marks an acquire as running; it fails if one runs or the lock is
+// held.
+func (st *lockState) begin(kind, pfx string) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.busy {
+		return fmt.Errorf("%w: this %s already holds or waits for %q", ErrLocked, kind, pfx)
+	}
+	st.busy = true
+	return nil
+}
+
+// end records the outcome of the acquire begin started.
+func (st *lockState) end(rev int64, record string, err error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if err != nil {
+		rev, record = 0, ""
+	}
+	st.busy, st.rev, st.record = err == nil, rev, record
+}
+
+// held returns the held key's create revision, 0 if none.
+func (st *lockState) held() int64 {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.rev
+}
+
+// release deletes q's held key, with extra(record) in the same txn, if it
+// is still the one held; nothing if nothing is held. On an error the
+// holding stays, for a retry.
+func (st *lockState) release(ctx context.Context, q *lockQueue, extra func(record string) []Op) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.rev == 0 {
+		return nil
+	}
+	ops := []Op{OpDelete(q.key)}
+	if extra != nil {
+		ops = append(ops, extra(st.record)...)
+	}
+	if _, err := q.s.n.Txn(ctx).If(q.ownerCmp(st.rev)).Then(ops...).Commit(); err != nil {
+		return err
+	}
+	st.busy, st.rev, st.record = false, 0, ""
+	return nil
+}
