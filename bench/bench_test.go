@@ -201,3 +201,33 @@ func TestLeaseScenario(t *testing.T) {
 		})
 	}
 }
+
+// TestPrimitives runs every primitives workload briefly for every system
+// on 3 members: each must complete operations without error.
+func TestPrimitives(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real clusters")
+	}
+	for _, sys := range systems {
+		t.Run(sys.Name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			c, err := sys.Open(ctx, 3, t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			pc := c.(PrimCluster)
+			o := primOpts{duration: 500 * time.Millisecond, rounds: 2, ttl: time.Second}
+			for _, wl := range primWorkloads {
+				res, err := wl.run(ctx, pc, 3, o)
+				if err != nil {
+					t.Fatalf("%s: %v", wl.id, err)
+				}
+				if res.Ops < 1 || res.P50 <= 0 || res.P50 > res.P99 {
+					t.Errorf("%s: %+v", wl.id, res)
+				}
+			}
+		})
+	}
+}

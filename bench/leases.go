@@ -36,20 +36,11 @@ type leaseResult struct {
 // from the member that granted it, lets keep-alives settle for warmup, then
 // measures raft entries, keep-alive responses and process CPU over d.
 func runLeases(ctx context.Context, sys System, nodes, total int, ttl, warmup, d time.Duration, parent string, keep bool) (leaseResult, error) {
-	dir, err := os.MkdirTemp(parent, "bench-leases-"+sys.Name+"-")
+	c, done, err := openScenario(ctx, sys, nodes, "leases", parent, keep)
 	if err != nil {
 		return leaseResult{}, err
 	}
-	if !keep {
-		defer os.RemoveAll(dir)
-	}
-	octx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	c, err := sys.Open(octx, nodes, dir)
-	if err != nil {
-		return leaseResult{}, err
-	}
-	defer c.Close()
+	defer done()
 	lc, ok := c.(LeaseCluster)
 	if !ok {
 		return leaseResult{}, fmt.Errorf("%s has no lease support in the bench", sys.Name)
@@ -84,6 +75,30 @@ func runLeases(ctx context.Context, sys System, nodes, total int, ttl, warmup, d
 		cpu:           (cpuTime() - cpu0).Seconds() / wall,
 	}
 	return r, nil
+}
+
+// openScenario opens a cluster of sys for a scenario, with its data in a
+// new directory under parent; done closes it and removes the directory
+// (unless keep).
+func openScenario(ctx context.Context, sys System, nodes int, scenario, parent string, keep bool) (c Cluster, done func(), err error) {
+	dir, err := os.MkdirTemp(parent, "bench-"+scenario+"-"+sys.Name+"-")
+	if err != nil {
+		return nil, nil, err
+	}
+	octx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if c, err = sys.Open(octx, nodes, dir); err != nil {
+		if !keep {
+			os.RemoveAll(dir)
+		}
+		return nil, nil, err
+	}
+	return c, func() {
+		c.Close()
+		if !keep {
+			os.RemoveAll(dir)
+		}
+	}, nil
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

@@ -44,6 +44,10 @@ func mainErr() error {
 		cpuprofile = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 		leases     = flag.Int("leases", 0, "run the lease scenario instead of the workloads: this many leases kept alive, spread over the members")
 		leaseTTL   = flag.Duration("lease-ttl", 10*time.Second, "TTL of the lease scenario's leases (whole seconds, for etcd)")
+		lockers    = flag.Int("lock-waiters", 0, "run the lock scenario instead of the workloads: Lock+Unlock alone, then this many holders taking one Mutex in turn (hand-off latency)")
+		prims      = flag.Bool("primitives", false, "run the election and queue scenario instead of the workloads; -run selects among elect-revoke, elect-expire, queue-p8c8")
+		rounds     = flag.Int("rounds", 10, "election failover rounds per election workload (-primitives)")
+		electTTL   = flag.Duration("elect-ttl", 2*time.Second, "session TTL of the elect-expire workload (whole seconds, for etcd)")
 	)
 	flag.Parse()
 
@@ -72,6 +76,14 @@ func mainErr() error {
 	re, err := regexp.Compile(*runFlag)
 	if err != nil {
 		return fmt.Errorf("-run: %w", err)
+	}
+	if *prims {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+		defer stop()
+		fmt.Printf("concord bench, primitives: %s %s/%s, %d CPUs; %v per workload, %d election rounds; durable (fsync on)\n",
+			runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), *duration, *rounds)
+		o := primOpts{duration: *duration, rounds: *rounds, ttl: *electTTL}
+		return runPrimitives(ctx, selected, sizes, o, re.MatchString, *dirFlag, *keep)
 	}
 	for _, wl := range workloads {
 		if re.MatchString(wl.ID()) {
@@ -116,6 +128,9 @@ func mainErr() error {
 	}
 	fmt.Println()
 
+	if *lockers > 0 {
+		return runLockScenario(ctx, selected, sizes, *lockers, *warmup, *duration, *dirFlag, *keep)
+	}
 	if *leases > 0 {
 		return runLeaseScenario(ctx, selected, sizes, *leases, *leaseTTL, *warmup, *duration, *dirFlag, *keep)
 	}
