@@ -12,11 +12,12 @@
 // leader-side reconciler adds new members, promotes them, keeps the voter
 // count odd and removes dead ones; Put, Get, Delete, Txn, Compact and the
 // helpers Create, CompareAndSwap, CompareAndDelete and PutSequential;
+// the atomic building blocks [Node.Claim] ([OpClaim]) and [Counter]
+// ([OpAdd]);
 // watches ([Node.Watch], [WatchTyped], [Informer]); leases (Grant,
 // KeepAlive, WithLease, WithTTL, ...) and sessions; cluster info and
 // leadership transfer; package concordtest, to run clusters with injected
-// faults in tests. The coordination primitives (Mutex, Election, Queue,
-// ...) are not available yet.
+// faults in tests; and the coordination primitives below.
 //
 // # Architecture
 //
@@ -199,4 +200,24 @@
 // [Informer] keeps a local, revision-consistent copy of a prefix (read,
 // then watch from the next revision; read again after a compaction): the
 // building block for config and service discovery.
+//
+// # Primitives
+//
+// Thin clients of the store, leases and watches, as etcd's concurrency
+// package is; each keeps its keys under name+"/" and binds what a process
+// holds to its [Session], so it goes when the process dies. Waiting calls
+// honour their ctx, remove their waiting key when they give up, and return
+// [ErrSessionExpired] when their session ends.
+//
+//   - [Mutex] (FIFO, each waiter watching only its predecessor; [Mutex.Token]
+//     is the holder key's create revision, strictly increasing;
+//     [Mutex.IsOwner] guards a Txn; [WithLockDelay]), [RWMutex], [Semaphore],
+//     and [Fence], which lets a resource refuse writes carrying a stale token.
+//   - [Election] (Campaign, Proclaim, Resign, Leader, Observe with "no
+//     leader" as the zero [Leader]), [Barrier], [DoubleBarrier].
+//   - [Queue] (priorities, delays, Ack/Nack, redelivery counts, dead
+//     letters; one [Node.Claim] per delivery), [ReleaseWhenQueued] for a
+//     condition start.
+//   - [Registry] (service discovery: instances vanish with their session)
+//     and [Var] (a watched value: Load without a round trip).
 package concord
