@@ -79,9 +79,18 @@ func TestLockSafety(t *testing.T) {
 	ls.check(n, "safety/b")
 	t.Logf("%d holdings, %d acknowledged increments, %d unknown, %d session kills, %d paused holders, %d failovers",
 		ls.holdings.Load(), len(ls.acked), len(ls.unknown), ls.kills.Load(), ls.pauses.Load(), ls.failovers.Load())
-	if ls.holdings.Load() < 20 || len(ls.acked) < 40 || ls.kills.Load() < 3 || ls.pauses.Load() < 2 || ls.failovers.Load() < 2 {
+	if !ls.enough() {
 		t.Fatalf("too little happened to test anything (seed %d)", seed)
 	}
+}
+
+// enough tells whether the run has done enough of everything to test
+// anything.
+func (ls *lockSafety) enough() bool {
+	ls.mu.Lock()
+	acked := len(ls.acked)
+	ls.mu.Unlock()
+	return ls.holdings.Load() >= 20 && acked >= 40 && ls.kills.Load() >= 3 && ls.pauses.Load() >= 2 && ls.failovers.Load() >= 2
 }
 
 // anyNode returns a running node, waiting for one.
@@ -255,10 +264,17 @@ func (ls *lockSafety) killer(ctx context.Context) {
 
 // failover moves the leadership away every so often for d: by transfer,
 // or by stopping the leader and restarting it a little later.
+//
+// It runs for d, and on (up to 4d in all) while too little has happened
+// (a loaded machine makes slower progress).
 func (ls *lockSafety) failover(ctx context.Context, d time.Duration) {
 	rng := rand.New(rand.NewPCG(ls.seed, 2000))
-	end := time.Now().Add(d)
+	start := time.Now()
+	end := start.Add(d)
 	for time.Now().Before(end) {
+		if time.Until(end) < time.Second && !ls.enough() && time.Since(start) < 3*d {
+			end = end.Add(time.Second)
+		}
 		pause(ctx, min(time.Until(end), time.Duration(700+rng.IntN(800))*time.Millisecond))
 		if !time.Now().Before(end) {
 			break

@@ -108,3 +108,35 @@ func BenchmarkClaimAck(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 }
+
+// BenchmarkRangeAfterChurn reads a prefix after 2000 keys under it were
+// put and deleted, with 3 keys live (the shape of a queue's head or a
+// lock's waiters): the deleted keys stay in badger until compaction.
+func BenchmarkRangeAfterChurn(b *testing.B) {
+	nd := startNode(b, false)
+	for i := range 2000 {
+		k := fmt.Sprintf("q/%06d", i)
+		mustOK(b, nd.propose(put(k, "message")))
+		if i < 1997 {
+			mustOK(b, nd.propose(del(k, "")))
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		req  *command.RangeRequest
+		want int64
+	}{
+		{"first", &command.RangeRequest{Key: []byte("q/"), RangeEnd: []byte("q0"), Limit: 1}, 3},
+		{"all", &command.RangeRequest{Key: []byte("q/"), RangeEnd: []byte("q0")}, 3},
+		{"count", &command.RangeRequest{Key: []byte("q/"), RangeEnd: []byte("q0"), CountOnly: true}, 3},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if resp := rangeDB(b, nd.f, nd.n.DB(), tc.req); resp.GetRange().GetCount() != tc.want {
+					b.Fatal(resp)
+				}
+			}
+		})
+	}
+}

@@ -14,9 +14,9 @@ import (
 // etcd does: a range compare holds if it holds for each key of the range;
 // on no key, a VALUE compare fails and the others compare a zero
 // KeyValue.
-func compares(r *badger.Txn, cs []*command.Compare) (bool, error) {
+func (e *exec) compares(cs []*command.Compare) (bool, error) {
 	for _, c := range cs {
-		ok, err := compare(r, c)
+		ok, err := e.compare(c)
 		if err != nil || !ok {
 			return false, err
 		}
@@ -27,12 +27,12 @@ func compares(r *badger.Txn, cs []*command.Compare) (bool, error) {
 // errCompareFailed stops a range compare at its first failing key.
 var errCompareFailed = errors.New("fsm: compare failed")
 
-func compare(r *badger.Txn, c *command.Compare) (bool, error) {
+func (e *exec) compare(c *command.Compare) (bool, error) {
 	if len(c.GetKey()) == 0 && isSingle(c.GetRangeEnd()) {
 		return false, nil // no key is empty
 	}
 	seen := false
-	err := scanCurrent(r, c.GetKey(), c.GetRangeEnd(), func(_ []byte, item *badger.Item) error {
+	err := e.scan(c.GetKey(), c.GetRangeEnd(), func(_ []byte, item *badger.Item) error {
 		seen = true
 		return item.Value(func(v []byte) error {
 			rec, err := parseRecord(v)

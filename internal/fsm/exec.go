@@ -78,7 +78,7 @@ func (f *FSM) apply(txn *raftnode.Txn, req *command.Request, resp *command.Respo
 	switch r := req.GetRequest().(type) {
 	case *command.Request_Range:
 		var rr *command.RangeResponse
-		rr, code, msg, err = rangeKeys(e.r, r.Range, e.viewRev(), f.compact)
+		rr, code, msg, err = rangeKeys(e.r, r.Range, e.viewRev(), f.compact, f.live.t)
 		resp.Response = &command.Response_Range{Range: rr}
 	case *command.Request_Put:
 		var pr *command.PutResponse
@@ -242,6 +242,9 @@ func (e *exec) putRecord(p *command.PutRequest, check bool) (*command.PutRespons
 		return nil, record{}, 0, "", err
 	}
 	f.cache.put(key, rec, true, true)
+	if !found {
+		f.live.created(key)
+	}
 	resp := &command.PutResponse{}
 	var prev *command.KeyValue
 	if found {
@@ -299,7 +302,7 @@ type victim struct {
 // their cost to b (if not nil); errOverBudget if it overflows.
 func (e *exec) collect(key, end []byte, b *budget) ([]victim, error) {
 	var out []victim
-	err := scanCurrent(e.r, key, end, func(k []byte, item *badger.Item) error {
+	err := e.scan(key, end, func(k []byte, item *badger.Item) error {
 		if b != nil && !b.add(delCost(k)) {
 			return errOverBudget
 		}
@@ -335,6 +338,7 @@ func (e *exec) deleteKeys(victims []victim, prevKV bool) (*command.DeleteRangeRe
 			return nil, err
 		}
 		f.cache.put(v.key, record{}, false, true)
+		f.live.deleted(v.key)
 		prev := v.rec.kv(v.key, v.rec.value)
 		if prevKV {
 			resp.PrevKvs = append(resp.PrevKvs, prev)

@@ -76,6 +76,7 @@ type FSM struct {
 	arena        arena
 	cache        kvCache
 	gaps         gaps      // where claims need not scan (claim.go)
+	live         liveIndex // the live keys, as applied (live.go)
 	reads        readCache // for any goroutine
 
 	// Committed state, for any goroutine.
@@ -198,6 +199,9 @@ func (f *FSM) load(txn *badger.Txn) error {
 	f.events, f.leaseChanges = nil, nil
 	f.cache.reset() // drops the log of what was never committed
 	f.gaps.reset()
+	if err := f.live.build(txn); err != nil {
+		return err
+	}
 	f.notified = [2]int64{rev, compact}
 	f.loaded = true
 	return nil
@@ -251,7 +255,11 @@ func (f *FSM) Committed(uint64) {
 	if !f.loaded {
 		return
 	}
-	f.reads.fold(f.cache.log, f.rev, f.compact)
+	if f.live.dirty {
+		f.reads.fold(f.cache.log, f.rev, f.compact, f.live.clone(), true)
+	} else {
+		f.reads.fold(f.cache.log, f.rev, f.compact, nil, false)
+	}
 	clear(f.cache.log)
 	f.cache.log = f.cache.log[:0]
 	f.publish(f.rev, f.compact)
@@ -281,6 +289,7 @@ func (f *FSM) Restore(db *badger.DB, r io.Reader) error {
 	f.loaded, f.events, f.leaseChanges = false, nil, nil
 	f.cache.reset()
 	f.gaps.reset()
+	f.live.reset()
 	f.reads.reset(0, 0) // no fills while the state is half restored
 	f.restoreMu.Lock()
 	err := raftnode.LoadPrefix(db, schema.State, r)

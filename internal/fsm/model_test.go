@@ -268,6 +268,9 @@ func TestMatchesModel(t *testing.T) {
 					limit := r.Int64N(4)
 					req := &command.RangeRequest{Key: []byte(k), RangeEnd: bs(end), Revision: rev, Limit: limit}
 					code, kvs, count, more := m.read(k, end, rev, limit)
+					if r.IntN(4) == 0 {
+						req.CountOnly, kvs, more = true, nil, false
+					}
 					got := nd.read(req)
 					if got.GetCode() != code {
 						t.Fatalf("read %v: %v (%s), want %v", req, got.GetCode(), got.GetError(), code)
@@ -276,6 +279,10 @@ func TestMatchesModel(t *testing.T) {
 					if code == command.Code_OK && (gr.GetCount() != count || gr.GetMore() != more || !equalKVs(gr.GetKvs(), kvs)) {
 						t.Fatalf("read %v at %d:\n%v\nwant count=%d more=%v %v", req, m.rev(), gr, count, more, kvs)
 					}
+				}
+				// The live index behind range reads is the model's key set.
+				if got, want := nd.f.LiveKeys(m.rev()), slices.Sorted(maps.Keys(m.states[m.rev()])); got == nil || !slices.Equal(got, want) {
+					t.Fatalf("after command %d %v: live keys %q, want %q", i, req, got, want)
 				}
 				if got, want := leaseTable(t, nd), m.leaseTable(); got != want {
 					t.Fatalf("after command %d %v: lease table\n%s\nwant\n%s", i, req, got, want)

@@ -7,8 +7,10 @@ import (
 	"slices"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/google/btree"
 
 	"github.com/concordkv/concord/internal/command"
+	"github.com/concordkv/concord/internal/schema"
 )
 
 // Range answers req from the state txn sees (a read-only db.View after a
@@ -25,7 +27,7 @@ func (f *FSM) Range(txn *badger.Txn, req *command.RangeRequest) (*command.Respon
 		return nil, err
 	}
 	resp := &command.Response{Revision: rev, CompactRevision: compact}
-	rr, code, msg, err := rangeKeys(txn, req, rev, compact)
+	rr, code, msg, err := rangeKeys(txn, req, rev, compact, f.reads.liveAt(rev))
 	if err != nil {
 		return nil, err
 	}
@@ -73,8 +75,8 @@ func checkRev(rev, cur, compact int64) (command.Code, string) {
 }
 
 // rangeKeys answers req from r, whose current state (under s/k/) is at
-// revision cur.
-func rangeKeys(r *badger.Txn, req *command.RangeRequest, cur, compact int64) (*command.RangeResponse, command.Code, string, error) {
+// revision cur. live, if not nil, holds the live keys of that state.
+func rangeKeys(r *badger.Txn, req *command.RangeRequest, cur, compact int64, live *btree.BTreeG[string]) (*command.RangeResponse, command.Code, string, error) {
 	if len(req.GetKey()) == 0 && isSingle(req.GetRangeEnd()) {
 		return nil, command.Code_BAD_REQUEST, "empty key", nil
 	}
@@ -117,11 +119,33 @@ func rangeKeys(r *badger.Txn, req *command.RangeRequest, cur, compact int64) (*c
 	}
 	at := req.GetRevision()
 	var err error
-	if at <= 0 || at == cur {
+	current := at <= 0 || at == cur
+	switch {
+	case current && live != nil && req.GetCountOnly() && !hasBounds(req):
+		resp.Count = countKeys(live, req.GetKey(), req.GetRangeEnd())
+	case current:
+		if keys, ok := listKeys(live, req.GetKey(), req.GetRangeEnd()); ok {
+			// Each record is read only if visit needs it.
+			var kb []byte
+			for _, k := range keys {
+				kb = append(kb[:0], k...)
+				err = visit(kb, func(withValue bool) (record, error) {
+					item, err := getListed(r, schema.KVKey(nil, kb))
+					if err != nil {
+						return record{}, err
+					}
+					return itemRecord(item, withValue)
+				})
+				if err != nil {
+					break
+				}
+			}
+			break
+		}
 		err = scanCurrent(r, req.GetKey(), req.GetRangeEnd(), func(k []byte, item *badger.Item) error {
 			return visit(k, func(withValue bool) (record, error) { return itemRecord(item, withValue) })
 		})
-	} else {
+	default:
 		err = scanAt(r, req.GetKey(), req.GetRangeEnd(), at, func(k []byte, ev int64) error {
 			return visit(k, func(withValue bool) (record, error) { return recordAt(r, k, ev, withValue) })
 		})
@@ -165,6 +189,12 @@ func itemRecord(item *badger.Item, withValue bool) (record, error) {
 		return nil
 	})
 	return rec, err
+}
+
+// hasBounds tells whether req filters by revisions.
+func hasBounds(req *command.RangeRequest) bool {
+	return req.GetMinModRevision() > 0 || req.GetMaxModRevision() > 0 ||
+		req.GetMinCreateRevision() > 0 || req.GetMaxCreateRevision() > 0
 }
 
 // filter applies the request's revision bounds.

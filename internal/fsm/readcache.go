@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"sync"
 
+	"github.com/google/btree"
+
 	"github.com/concordkv/concord/internal/command"
 )
 
@@ -22,6 +24,18 @@ type readCache struct {
 	rev, compact int64 // the committed revisions the entries describe; 0 = none yet
 	m            map[string]cached
 	bytes        int
+	live         *btree.BTreeG[string] // the live keys at rev; nil if unknown; never changed
+}
+
+// liveAt returns the live keys of the state at revision rev, or nil if
+// the cache does not know them at rev.
+func (c *readCache) liveAt(rev int64) *btree.BTreeG[string] {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.rev != rev {
+		return nil
+	}
+	return c.live
 }
 
 // get returns key's cached record with the revisions it is valid at.
@@ -53,10 +67,14 @@ func (c *readCache) fill(key []byte, e cached, rev int64) {
 	c.setLocked(key, e)
 }
 
-// fold applies a batch's log, in order, and moves the cache to rev.
-func (c *readCache) fold(log []logged, rev, compact int64) {
+// fold applies a batch's log, in order, and moves the cache to rev; if
+// liveChanged, live is the set of live keys at rev.
+func (c *readCache) fold(log []logged, rev, compact int64, live *btree.BTreeG[string], liveChanged bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if liveChanged {
+		c.live = live
+	}
 	for i := range log {
 		c.setLocked(log[i].key, log[i].e)
 	}
@@ -67,7 +85,7 @@ func (c *readCache) fold(log []logged, rev, compact int64) {
 func (c *readCache) reset(rev, compact int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.m, c.bytes = nil, 0
+	c.m, c.bytes, c.live = nil, 0, nil
 	c.rev, c.compact = rev, compact
 }
 

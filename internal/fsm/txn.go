@@ -59,7 +59,7 @@ func (e *exec) path(t *command.TxnRequest, path []bool, depth int) ([]bool, erro
 	if depth > maxTxnDepth {
 		return nil, errTooDeep
 	}
-	ok, err := compares(e.r, t.GetCompare())
+	ok, err := e.compares(t.GetCompare())
 	if err != nil {
 		return nil, err
 	}
@@ -131,7 +131,7 @@ func (e *exec) check(t *command.TxnRequest, path []bool, i *int, p *plan) (comma
 			if len(dr.GetKey()) == 0 && isSingle(dr.GetRangeEnd()) {
 				return command.Code_BAD_REQUEST, "empty key", nil
 			}
-			err := scanCurrent(e.r, dr.GetKey(), dr.GetRangeEnd(), func(k []byte, _ *badger.Item) error {
+			err := e.scan(dr.GetKey(), dr.GetRangeEnd(), func(k []byte, _ *badger.Item) error {
 				if !p.b.add(delCost(k)) {
 					return errOverBudget
 				}
@@ -213,7 +213,7 @@ func (e *exec) run(t *command.TxnRequest, path []bool, i *int) (*command.TxnResp
 		var out command.ResponseOp
 		switch r := op.GetRequest().(type) {
 		case *command.RequestOp_RequestRange:
-			rr, _, _, err := rangeKeys(e.r, r.RequestRange, e.viewRev(), f.compact)
+			rr, _, _, err := rangeKeys(e.r, r.RequestRange, e.viewRev(), f.compact, f.live.t)
 			if err != nil {
 				return nil, err
 			}
