@@ -145,89 +145,61 @@ func (e *exec) checkClaim(c *command.ClaimRequest, p *plan) (command.Code, strin
 // exist, its marker and its value's length in bytes (as a slice, for
 // putCost); k nil if none. k and m are the command's to keep.
 //
-// It walks the live keys of the claim's span in order, seeking past the
-// spans gaps knows to be empty, and records in gaps the empty spans it
-// crosses, between live keys as well as before the first and after the
-// last: a queue's acked messages leave deleted keys at its head, between
-// its in-flight claims and between its priority bands.
+// It walks the live keys of the claim's span in order, from the live
+// index: never badger's deleted keys, which a queue's acked messages
+// leave at its head, between its in-flight claims and between its
+// priority bands.
 func (e *exec) findFree(key, end, marker []byte) (k, m, kval []byte, err error) {
-	check := func(cand []byte, item *badger.Item) (bool, error) {
-		mk := append(append(e.f.arena.alloc(len(marker)+len(cand)-len(key)), marker...), cand[len(key):]...)
-		taken, err := e.exists(mk)
-		if err != nil || taken {
-			return false, err
-		}
-		k, m = append(e.f.arena.alloc(len(cand)), cand...), mk
-		kval = make([]byte, item.ValueSize()) // an upper bound of the value's size
-		return true, nil
-	}
+	var cands []string
 	if isSingle(end) {
-		err = scanCurrent(e.r, key, end, func(cand []byte, item *badger.Item) error {
-			_, err := check(cand, item)
-			return err
-		})
-		return k, m, kval, err
-	}
-	lo, hi := claimSpan(key, end) // hi nil: no end
-	// Badger's iterators look ahead: a Seek or Next also walks the deleted
-	// keys up to the live key after the one it returns. So the iterator
-	// runs only where gaps knows nothing yet; across a known gap, the
-	// live key at its end is read by a point lookup.
-	var it *badger.Iterator
-	defer func() {
-		if it != nil {
-			it.Close()
+		if e.f.live.t.Has(string(key)) {
+			cands = []string{string(key)}
 		}
-	}()
-	pos := bytes.Clone(lo) // nothing free in [lo, pos)
-	for hi == nil || bytes.Compare(pos, hi) < 0 {
-		var cand []byte
-		var item *badger.Item
-		if skip := e.f.gaps.end(pos); !bytes.Equal(skip, pos) {
-			if hi != nil && bytes.Compare(skip, hi) >= 0 {
-				return nil, nil, nil, nil
+	} else {
+		lo, hi := claimSpan(key, end) // hi nil: no end
+		visit := func(cand string) bool {
+			var mk []byte
+			mk, err = e.freeMarker(cand, key, marker)
+			if err != nil || mk == nil {
+				return err == nil
 			}
-			got, err := e.r.Get(schema.KVKey(e.f.arena.alloc(len(schema.StateKV)+len(skip)), skip))
-			switch {
-			case errors.Is(err, badger.ErrKeyNotFound):
-				// Deleted since: [pos, skip] is empty; go on after it.
-				after := append(bytes.Clone(skip), 0)
-				e.f.gaps.set(pos, after)
-				pos = after
-				continue
-			case err != nil:
-				return nil, nil, nil, err
-			}
-			cand, item = skip, got
+			cands, m = []string{cand}, mk
+			return false
+		}
+		if hi == nil {
+			e.f.live.t.AscendGreaterOrEqual(string(lo), visit)
 		} else {
-			if it == nil {
-				prefix := schema.StateKV
-				if hi != nil {
-					prefix = commonPrefix(schema.KVKey(nil, lo), schema.KVKey(nil, hi))
-				}
-				it = e.r.NewIterator(badger.IteratorOptions{Prefix: prefix})
-			}
-			it.Seek(schema.KVKey(e.f.arena.alloc(len(schema.StateKV)+len(pos)), pos))
-			if !it.Valid() {
-				break
-			}
-			item = it.Item()
-			cand = bytes.Clone(item.Key()[len(schema.StateKV):])
-			if hi != nil && bytes.Compare(cand, hi) >= 0 {
-				break
-			}
-			e.f.gaps.set(pos, cand) // nothing live in [pos, cand)
+			e.f.live.t.AscendRange(string(lo), string(hi), visit)
 		}
-		free, err := check(cand, item)
-		if err != nil || free {
-			return k, m, kval, err
+		if err != nil || cands == nil {
+			return nil, nil, nil, err
 		}
-		pos = append(append(make([]byte, 0, len(cand)+1), cand...), 0)
 	}
-	if hi != nil && bytes.Compare(pos, hi) < 0 {
-		e.f.gaps.set(pos, bytes.Clone(hi))
+	if len(cands) == 0 {
+		return nil, nil, nil, nil
 	}
-	return nil, nil, nil, nil
+	if m == nil {
+		if m, err = e.freeMarker(cands[0], key, marker); err != nil || m == nil {
+			return nil, nil, nil, err
+		}
+	}
+	k = append(e.f.arena.alloc(len(cands[0])), cands[0]...)
+	item, err := getListed(e.r, schema.KVKey(nil, k))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return k, m, make([]byte, item.ValueSize()), nil // the value's size, an upper bound
+}
+
+// freeMarker returns candidate cand's marker if it does not exist, nil
+// if it does.
+func (e *exec) freeMarker(cand string, key, marker []byte) ([]byte, error) {
+	mk := append(append(e.f.arena.alloc(len(marker)+len(cand)-len(key)), marker...), cand[len(key):]...)
+	taken, err := e.exists(mk)
+	if err != nil || taken {
+		return nil, err
+	}
+	return mk, nil
 }
 
 // exists tells whether key is live, from the kvCache or badger.

@@ -216,7 +216,6 @@ func (e *exec) putRecord(p *command.PutRequest, check bool) (*command.PutRespons
 		}
 	}
 	key := p.GetKey()
-	f.gaps.put(key)
 	rec := record{kind: kindPut, mod: e.next, lease: p.GetLease(), value: p.GetValue(), create: e.next, version: 1}
 	if found {
 		rec.create, rec.version, rec.prev = cur.create, cur.version+1, cur.mod

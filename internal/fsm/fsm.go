@@ -75,7 +75,6 @@ type FSM struct {
 	leaseChanges []LeaseChange    // since the last Committed, if OnLeases is set
 	arena        arena
 	cache        kvCache
-	gaps         gaps      // where claims need not scan (claim.go)
 	live         liveIndex // the live keys, as applied (live.go)
 	reads        readCache // for any goroutine
 
@@ -198,7 +197,6 @@ func (f *FSM) load(txn *badger.Txn) error {
 	}
 	f.events, f.leaseChanges = nil, nil
 	f.cache.reset() // drops the log of what was never committed
-	f.gaps.reset()
 	if err := f.live.build(txn); err != nil {
 		return err
 	}
@@ -288,7 +286,6 @@ func (f *FSM) Snapshot(txn *badger.Txn, w io.Writer) error {
 func (f *FSM) Restore(db *badger.DB, r io.Reader) error {
 	f.loaded, f.events, f.leaseChanges = false, nil, nil
 	f.cache.reset()
-	f.gaps.reset()
 	f.live.reset()
 	f.reads.reset(0, 0) // no fills while the state is half restored
 	f.restoreMu.Lock()
