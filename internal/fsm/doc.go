@@ -80,4 +80,15 @@
 // commit; a miss reads badger and fills the entry in if the cache has not
 // moved on meanwhile. Since raftnode releases reads and results only after
 // Committed, a cached answer is never older than an acknowledged write.
+//
+// Every live key is also kept, in order, in a live index (live.go): built
+// from badger when Apply loads its state (once per start or restore; it
+// holds every key, as etcd's in-memory key index does), kept exact by
+// each put and delete, and handed to readers as a copy-on-write clone at
+// each commit. Ranges of the current state (reads, txn compares, deletes)
+// and claims list their keys from it and read each by a point lookup:
+// badger's iterators step over every deleted key still in its levels, so
+// a prefix with much churn (a queue's head, a lock's waiters) made every
+// scan slower until compaction. A reader uses the clone only if its
+// transaction is at the clone's revision; otherwise it scans badger.
 package fsm
