@@ -99,7 +99,7 @@ func (b *DoubleBarrier) enter(ctx context.Context) error {
 		return fmt.Errorf("%w: entered already", ErrInvalidRequest)
 	}
 	if electSessionDone(b.s) {
-		return ErrSessionExpired
+		return b.s.expired()
 	}
 	var id [8]byte
 	rand.Read(id[:])
@@ -172,7 +172,7 @@ func (b *DoubleBarrier) leave(ctx context.Context) error {
 		case mine < 0 && !left && electSessionDone(b.s):
 			// Our key went with the lease while we were still in.
 			b.key = ""
-			return ErrSessionExpired
+			return b.s.expired()
 		case len(kvs) == 0:
 			// Everyone left, but the last one out did not reopen the
 			// barrier (its session ended first): remove a ready key from

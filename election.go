@@ -97,7 +97,7 @@ func (e *Election[T]) campaign(ctx context.Context, val T) error {
 		return fmt.Errorf("%w: value does not encode: %w", ErrInvalidRequest, err)
 	}
 	if electSessionDone(e.s) {
-		return ErrSessionExpired
+		return e.s.expired()
 	}
 	key := e.prefix + fmt.Sprintf("%x", int64(e.s.Lease()))
 	resp, err := e.n.Txn(ctx).
@@ -164,10 +164,10 @@ func (e *Election[T]) waitFirst(ctx context.Context, key string, rev int64) erro
 // session's end may not have reached Done yet), or it was deleted.
 func (e *Election[T]) keyGone(ctx context.Context) error {
 	if electSessionDone(e.s) {
-		return ErrSessionExpired
+		return e.s.expired()
 	}
 	if _, err := e.n.TimeToLive(ctx, e.s.Lease(), false); errors.Is(err, ErrLeaseNotFound) {
-		return ErrSessionExpired
+		return e.s.expired()
 	}
 	return fmt.Errorf("%w: campaign key deleted (resigned) while campaigning", ErrNotLeader)
 }

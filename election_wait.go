@@ -41,6 +41,9 @@ func electWaitFor(ctx context.Context, n *Node, rev int64, done <-chan struct{},
 	case <-hit:
 		return nil
 	case <-done:
+		if n.closed.Load() {
+			return errSessionNodeClosed
+		}
 		return ErrSessionExpired
 	case <-ctx.Done():
 		return ctx.Err()

@@ -65,7 +65,7 @@ func (m *Mutex) noticeDelay(ctx context.Context, rev int64, kv *KeyValue) error 
 		return err
 	}
 	if kvs := tr.Responses[0].Get().Kvs; len(kvs) == 0 || kvs[0].CreateRevision != rev {
-		return ErrSessionExpired
+		return m.q.s.expired()
 	}
 	return nil // the record changed: the caller looks again
 }
@@ -94,7 +94,7 @@ func (m *Mutex) awaitDelay(ctx context.Context, wait bool) error {
 	case <-m.q.s.Done():
 		cancel()
 		<-done
-		return ErrSessionExpired
+		return m.q.s.expired()
 	}
 }
 
@@ -150,7 +150,7 @@ func (m *Mutex) settleDelay(ctx context.Context, rev int64, wait bool, first *Ge
 			return out, nil
 		}
 		if kvs := tr.Responses[0].Get().Kvs; len(kvs) == 0 || kvs[0].CreateRevision != rev {
-			return "", ErrSessionExpired
+			return "", m.q.s.expired()
 		}
 		// The record changed meanwhile: look again.
 	}

@@ -224,6 +224,9 @@ func TestMutexWaiterSessionExpired(t *testing.T) {
 	select {
 	case err := <-errc:
 		wantErr(t, err, concord.ErrSessionExpired)
+		if errors.Is(err, concord.ErrClosed) {
+			t.Fatalf("%v: ErrClosed, but the node runs", err)
+		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("a waiter whose session ended still waits")
 	}

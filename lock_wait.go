@@ -59,7 +59,7 @@ func (q *lockQueue) enqueue(ctx context.Context, val string, extra ...Op) (rev i
 	for {
 		select {
 		case <-q.s.Done():
-			return 0, nil, ErrSessionExpired
+			return 0, nil, q.s.expired()
 		default:
 		}
 		ops := append([]Op{OpPut(q.key, val, WithLease(q.s.Lease()), WithPrevKV()), OpGet(q.key)}, extra...)
@@ -75,7 +75,7 @@ func (q *lockQueue) enqueue(ctx context.Context, val string, extra ...Op) (rev i
 		}
 		kvs := resp.Responses[1].Get().Kvs
 		if len(kvs) == 0 {
-			return 0, nil, ErrSessionExpired
+			return 0, nil, q.s.expired()
 		}
 		if prev := resp.Responses[0].Put().PrevKv; prev == nil || string(prev.Value) == val {
 			return kvs[0].CreateRevision, resp, nil
@@ -133,7 +133,7 @@ func (q *lockQueue) wait(ctx context.Context, blockers []*KeyValue, slots int, r
 		return err
 	}
 	if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != myRev {
-		return ErrSessionExpired
+		return q.s.expired()
 	}
 	return nil
 }
@@ -224,7 +224,7 @@ func (q *lockQueue) watchRound(ctx context.Context, alive []*KeyValue, slots int
 		case <-ctx.Done():
 			return nil, 0, ctx.Err()
 		case <-q.s.Done():
-			return nil, 0, ErrSessionExpired
+			return nil, 0, q.s.expired()
 		case d := <-deleted:
 			if d.err != nil {
 				if ctx.Err() != nil {

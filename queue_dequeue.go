@@ -108,7 +108,7 @@ func (q *Queue[T]) dequeue(ctx context.Context) (*Message[T], error) {
 			case <-ctx.Done():
 				return nil, ctxErr(ctx.Err())
 			case <-q.s.Done():
-				return nil, ErrSessionExpired
+				return nil, q.s.expired()
 			}
 		}
 		if err := q.wait(ctx, rev, next); err != nil {
@@ -121,7 +121,7 @@ func (q *Queue[T]) dequeue(ctx context.Context) (*Message[T], error) {
 func (q *Queue[T]) live(ctx context.Context) error {
 	select {
 	case <-q.s.Done():
-		return ErrSessionExpired
+		return q.s.expired()
 	default:
 	}
 	if err := ctx.Err(); err != nil {
@@ -274,7 +274,7 @@ func (q *Queue[T]) wait(ctx context.Context, rev int64, next time.Time) error {
 		case <-ctx.Done():
 			return ctxErr(ctx.Err())
 		case <-q.s.Done():
-			return ErrSessionExpired
+			return q.s.expired()
 		case <-due:
 			return nil
 		case wr, ok := <-wc:

@@ -110,6 +110,19 @@ func (s *Session) Lease() LeaseID { return s.id }
 // TTL returns the TTL of the session's lease.
 func (s *Session) TTL() time.Duration { return s.ttl }
 
+// errSessionNodeClosed is what a call waiting on a session gets when the
+// session ended because its node closed: it is both ErrSessionExpired and
+// ErrClosed.
+var errSessionNodeClosed = fmt.Errorf("%w (%w)", ErrSessionExpired, ErrClosed)
+
+// expired is the error of a call that found s ended.
+func (s *Session) expired() error {
+	if s.n.closed.Load() {
+		return errSessionNodeClosed
+	}
+	return ErrSessionExpired
+}
+
 // Done is closed when the session ends: its lease was revoked (from any
 // node) or expired, this node could not renew it for a whole TTL, its
 // context ended, or Close or Orphan was called, or the node closed. It
