@@ -81,6 +81,7 @@ func (n *Node) claim(ctx context.Context, op *Op) (*ClaimResponse, error) {
 	if err := n.prepare(ctx, op); err != nil {
 		return nil, err
 	}
+	n.claims.Add(1)
 	resp, err := n.write(ctx, op.request())
 	if err != nil {
 		return nil, err

@@ -57,7 +57,13 @@ type Node struct {
 	seqSeed  maphash.Seed
 	seqLocks [16]chan struct{} // PutSequential, by prefix hash
 
+	turnsMu    sync.Mutex
+	queueTurns map[string]chan struct{} // guarded by turnsMu; Dequeue's turn to wait, by queue name
+
 	renewC chan *renewal // keep-alives for the renewer to batch
+	// claims counts the Claim commands proposed through this node (tests
+	// read it: an empty claim writes nothing else one can see).
+	claims atomic.Int64
 	// dropRenewals makes every keep-alive fail with ErrTimeout. Tests only.
 	dropRenewals atomic.Bool
 

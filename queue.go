@@ -55,7 +55,7 @@ type Queue[T any] struct {
 	err   error  // a bad option: every call returns it
 
 	lastRev atomic.Int64  // highest revision an Enqueue of this handle saw
-	turn    chan struct{} // capacity 1: held by the Dequeue of this handle that waits on the watch
+	turn    chan struct{} // capacity 1: held by the Dequeue on this node that waits on the watch (queueTurn)
 
 	leaseMu sync.Mutex
 	lease   LeaseID   // guarded by leaseMu: the claim lease WithVisibilityTimeout shares
@@ -115,7 +115,7 @@ func NewQueue[T any](s *Session, name string, opts ...QueueOption) *Queue[T] {
 		}
 	}
 	q := &Queue[T]{s: s, n: s.n, name: name, codec: JSON[T](), vis: o.vis, max: o.max, dead: o.dead,
-		turn: make(chan struct{}, 1)}
+		turn: s.n.queueTurn(name)}
 	if o.codec != nil {
 		c, ok := o.codec.(Codec[T])
 		if !ok {
@@ -289,4 +289,22 @@ func queueRaise(a *atomic.Int64, v int64) {
 			return
 		}
 	}
+}
+
+// queueTurn returns the turn the Dequeues of queue name on n take to wait
+// on the watch (see dequeue): one per name, shared by every handle on n,
+// so a new message wakes one of n's waiting consumers, not all. Kept for
+// the node's life: one small channel per queue name dequeued here.
+func (n *Node) queueTurn(name string) chan struct{} {
+	n.turnsMu.Lock()
+	defer n.turnsMu.Unlock()
+	if n.queueTurns == nil {
+		n.queueTurns = map[string]chan struct{}{}
+	}
+	t, ok := n.queueTurns[name]
+	if !ok {
+		t = make(chan struct{}, 1)
+		n.queueTurns[name] = t
+	}
+	return t
 }

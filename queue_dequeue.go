@@ -37,12 +37,11 @@ const (
 // Dequeue claims the first ready message (highest priority, then oldest)
 // for the queue's session and returns it; with none ready it waits, on a
 // watch, until one is enqueued, released or due. The claim is one
-// Node.Claim command, however many consumers compete. The Dequeues of one
-// Queue value that find nothing free take turns to wait, so a message
-// wakes one of them; those of different Queue values (other sessions or
-// processes) all wake, and those that lose the race wait again (a claim
-// that finds nothing free writes nothing). Share one Queue among a
-// process's workers.
+// Node.Claim command, however many consumers compete. The Dequeues of a
+// queue on one node that find nothing free take turns to wait, whatever
+// their Queue values and sessions, so a message wakes one of them per
+// node; the waiters of different nodes all wake, and those that lose the
+// race wait again (a claim that finds nothing free writes nothing).
 //
 // Before claiming, it moves the delayed messages now due to the ready
 // ones. A message claimed more than WithMaxDeliveries times, or whose
@@ -65,10 +64,10 @@ func (q *Queue[T]) dequeue(ctx context.Context) (*Message[T], error) {
 	if q.err != nil {
 		return nil, q.err
 	}
-	// Of the Dequeues of this handle that find nothing free, one at a time
-	// (the one holding q.turn) waits on the watch; the others queue for
-	// the turn and claim once they get it. So a message wakes one
-	// goroutine of a handle, not all.
+	// Of the Dequeues of this queue on this node that find nothing free,
+	// one at a time (the one holding q.turn) waits on the watch; the
+	// others queue for the turn and claim once they get it. So a message
+	// wakes one goroutine per node, not all.
 	turn := false
 	defer func() {
 		if turn {
