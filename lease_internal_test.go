@@ -144,11 +144,13 @@ func TestCheckpointCarriedOverRestart(t *testing.T) {
 	if st.TTL > l.Remaining+et || st.GrantedTTL != ttl {
 		t.Fatalf("after restart: %v left (granted %v), want at most the checkpointed %v + %v", st.TTL, st.GrantedTTL, l.Remaining, et)
 	}
-	waitFor(t, l.Remaining+et+time.Second, "the lease to expire", func() bool {
+	waitFor(t, ttl+et, "the lease to expire", func() bool {
 		_, found := storedLease(t, n, id)
 		return !found
 	})
-	if d := time.Since(reopened); d > l.Remaining+et+time.Second {
-		t.Fatalf("expired %v after the restart, checkpointed with %v left", d, l.Remaining)
+	// Given its whole TTL again, it could not expire before ttl after the
+	// restart; the slack above l.Remaining+et absorbs a loaded machine.
+	if d := time.Since(reopened); d >= ttl {
+		t.Fatalf("expired %v after the restart, checkpointed with %v left: as if given its whole TTL", d, l.Remaining)
 	}
 }
