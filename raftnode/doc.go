@@ -5,7 +5,7 @@
 // # Architecture
 //
 //	Propose      -> propC --+                  +--> Transport.Send / SendSnapshot
-//	ReadIndex    -> readC --+                  |
+//	ReadIndex    -> kick ---+                  |
 //	conf changes -> funcC --+--> loop (one goroutine owns raft.RawNode)
 //	CallLeader   -> callC --+
 //	CallQuorum   -> qcallC -+

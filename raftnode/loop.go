@@ -146,6 +146,7 @@ func loadApplied(db *badger.DB) (uint64, error) {
 func (l *loop) run() {
 	n := l.n
 	defer close(n.doneC)
+	defer l.stopReads()
 	// Join addresses first: those replicated in the DB, if any, are newer.
 	for _, p := range n.cfg.Join {
 		if p.ID != n.cfg.ID && p.ID != 0 {
@@ -206,11 +207,8 @@ func (l *loop) run() {
 				}
 				break
 			}
-		case r := <-n.readC:
-			l.reads.pending = append(l.reads.pending, r)
-			for len(n.readC) > 0 {
-				l.reads.pending = append(l.reads.pending, <-n.readC)
-			}
+		case <-n.readKick:
+			l.takeReads()
 		case f := <-n.funcC:
 			f(l)
 		case c := <-n.callC:

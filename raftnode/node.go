@@ -35,14 +35,14 @@ type Node struct {
 	log     *slog.Logger
 	commit  func(*badger.Txn) error // commits durably (SyncWrites); tests wrap it
 
-	propC   chan *proposal
-	recvC   chan *pb.Message
-	readC   chan *readRequest
-	funcC   chan func(*loop)
-	reportC chan report
-	callC   chan *call
-	replyC  chan callReply
-	qcallC  chan *qcall
+	propC    chan *proposal
+	recvC    chan *pb.Message
+	readKick chan struct{} // capacity 1: reads are pending
+	funcC    chan func(*loop)
+	reportC  chan report
+	callC    chan *call
+	replyC   chan callReply
+	qcallC   chan *qcall
 
 	stopC     chan struct{}
 	doneC     chan struct{}
@@ -51,6 +51,10 @@ type Node struct {
 	tmpDir    string // snapshot dir of an in-memory peer, removed on Stop
 	closeErr  error
 	crashed   atomic.Bool
+
+	readMu      sync.Mutex
+	readPending []*readRequest // guarded by readMu; reads the loop has not taken yet
+	readStopped bool           // guarded by readMu; the loop has ended: no more reads
 
 	errMu sync.Mutex
 	err   error // guarded by errMu; why the loop ended
@@ -105,23 +109,23 @@ func start(cfg Config, db *badger.DB) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		cfg:     cfg,
-		db:      db,
-		tr:      cfg.Transport,
-		origin:  binary.LittleEndian.Uint64(b[:]) | 1,
-		propC:   make(chan *proposal, 4096),
-		recvC:   make(chan *pb.Message, 4096),
-		readC:   make(chan *readRequest, 4096),
-		funcC:   make(chan func(*loop), 64),
-		reportC: make(chan report, 1024),
-		callC:   make(chan *call, 1024),
-		replyC:  make(chan callReply, 4096),
-		qcallC:  make(chan *qcall, 1024),
-		stopC:   make(chan struct{}),
-		doneC:   make(chan struct{}),
-		tmpDir:  tmpSnapDir,
-		log:     cfg.Logger,
-		commit:  (*badger.Txn).Commit,
+		cfg:      cfg,
+		db:       db,
+		tr:       cfg.Transport,
+		origin:   binary.LittleEndian.Uint64(b[:]) | 1,
+		propC:    make(chan *proposal, 4096),
+		recvC:    make(chan *pb.Message, 4096),
+		readKick: make(chan struct{}, 1),
+		funcC:    make(chan func(*loop), 64),
+		reportC:  make(chan report, 1024),
+		callC:    make(chan *call, 1024),
+		replyC:   make(chan callReply, 4096),
+		qcallC:   make(chan *qcall, 1024),
+		stopC:    make(chan struct{}),
+		doneC:    make(chan struct{}),
+		tmpDir:   tmpSnapDir,
+		log:      cfg.Logger,
+		commit:   (*badger.Txn).Commit,
 	}
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)

@@ -8,7 +8,8 @@ import (
 )
 
 type readRequest struct {
-	doneC chan struct{} // closed once the local state is fresh enough
+	doneC   chan struct{} // closed once the local state is fresh enough, or the loop ended
+	stopped bool          // set before doneC closes if the loop ended
 }
 
 // readRound is one raft ReadIndex round shared by every read that arrived
@@ -33,23 +34,71 @@ type readState struct {
 // the call began, as confirmed by the leader with a quorum: a read of the
 // local state after it is linearizable. Concurrent calls share one raft
 // round. It works on followers and learners too.
+//
+// A read costs no channel send to the loop and no select on a channel
+// every read shares: it is queued under readMu, the loop is kicked, and
+// the read waits on its own channel, which the loop closes, also when it
+// ends (stopReads).
 func (n *Node) ReadIndex(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	r := &readRequest{doneC: make(chan struct{})}
-	select {
-	case n.readC <- r:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-n.doneC:
+	n.readMu.Lock()
+	if n.readStopped {
+		n.readMu.Unlock()
 		return n.stoppedErr()
+	}
+	n.readPending = append(n.readPending, r)
+	n.readMu.Unlock()
+	select {
+	case n.readKick <- struct{}{}:
+	default: // a kick is pending already
 	}
 	select {
 	case <-r.doneC:
+		if r.stopped {
+			return n.stoppedErr()
+		}
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-n.doneC:
-		return n.stoppedErr()
 	}
+}
+
+// takeReads moves the queued reads into the next round.
+func (l *loop) takeReads() {
+	l.n.readMu.Lock()
+	l.takeReadsLocked()
+	l.n.readMu.Unlock()
+}
+
+func (l *loop) takeReadsLocked() {
+	n := l.n
+	l.reads.pending = append(l.reads.pending, n.readPending...)
+	clear(n.readPending)
+	n.readPending = n.readPending[:0]
+}
+
+// stopReads fails every read, queued or in a round, and refuses new ones:
+// the loop is ending.
+func (l *loop) stopReads() {
+	n := l.n
+	n.readMu.Lock()
+	n.readStopped = true
+	l.takeReadsLocked()
+	n.readMu.Unlock()
+	rs := &l.reads
+	rs.retryInflight()
+	for _, r := range rs.waiting {
+		rs.pending = append(rs.pending, r.reqs...)
+	}
+	rs.waiting = nil
+	for _, r := range rs.pending {
+		r.stopped = true
+		close(r.doneC)
+	}
+	rs.pending = nil
 }
 
 // startRead issues a round for the pending reads if none is in flight.
