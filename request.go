@@ -8,6 +8,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/concordkv/concord/internal/command"
+	"github.com/concordkv/concord/internal/fsm"
 	"github.com/concordkv/concord/raftnode"
 )
 
@@ -38,7 +39,7 @@ func (n *Node) write(ctx context.Context, req *command.Request) (*command.Respon
 
 // read serves a range from this node's state: after a ReadIndex round
 // (linearizable) unless the request is serializable.
-func (n *Node) read(ctx context.Context, req *command.RangeRequest) (*command.Response, error) {
+func (n *Node) read(ctx context.Context, req *command.RangeRequest) (*GetResponse, error) {
 	if err := n.waitReady(ctx); err != nil {
 		return nil, err
 	}
@@ -47,8 +48,8 @@ func (n *Node) read(ctx context.Context, req *command.RangeRequest) (*command.Re
 			return nil, n.raftErr(err)
 		}
 	}
-	if resp, ok := n.fsm.Cached(req); ok {
-		return resp, codeErr(resp)
+	if p, rev, _, ok := n.fsm.CachedPoint(req); ok {
+		return n.fromPoint(req.GetKey(), p, rev), nil
 	}
 	var resp *command.Response
 	err := n.view(func(txn *badger.Txn) error {
@@ -59,7 +60,37 @@ func (n *Node) read(ctx context.Context, req *command.RangeRequest) (*command.Re
 	if err != nil {
 		return nil, err
 	}
-	return resp, codeErr(resp)
+	if err := codeErr(resp); err != nil {
+		return nil, err
+	}
+	return fromRange(n.header(resp), resp.GetRange()), nil
+}
+
+// pointResponse holds a one-key GetResponse in one allocation.
+type pointResponse struct {
+	resp GetResponse
+	kvs  [1]*KeyValue
+	kv   KeyValue
+}
+
+// fromPoint is the GetResponse for a read of key answered by the read
+// cache at revision rev. Key and value share one fresh buffer.
+func (n *Node) fromPoint(key []byte, p fsm.Point, rev int64) *GetResponse {
+	r := &pointResponse{}
+	r.resp = GetResponse{Header: Header{Revision: rev, RaftTerm: n.rn.Status().Term, MemberID: n.id}, Count: p.Count}
+	if !p.KV {
+		return &r.resp
+	}
+	buf := make([]byte, len(key)+len(p.Value))
+	copy(buf, key)
+	copy(buf[len(key):], p.Value)
+	r.kv = KeyValue{Key: buf[:len(key):len(key)], CreateRevision: p.Create, ModRevision: p.Mod, Version: p.Version, Lease: LeaseID(p.Lease)}
+	if p.Value != nil {
+		r.kv.Value = buf[len(key):]
+	}
+	r.kvs[0] = &r.kv
+	r.resp.Kvs = r.kvs[:]
+	return &r.resp
 }
 
 // view runs fn on a read-only transaction of the node's DB, unless the

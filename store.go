@@ -72,11 +72,7 @@ func (n *Node) get(ctx context.Context, op *Op) (*GetResponse, error) {
 	if err := op.check(&n.cfg, 0); err != nil {
 		return nil, err
 	}
-	resp, err := n.read(ctx, op.rangeRequest())
-	if err != nil {
-		return nil, err
-	}
-	return fromRange(n.header(resp), resp.GetRange()), nil
+	return n.read(ctx, op.rangeRequest())
 }
 
 // Delete deletes key, or a range of keys with WithPrefix, WithRange or

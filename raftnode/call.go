@@ -74,7 +74,7 @@ func (n *Node) CallLeader(ctx context.Context, req []byte) ([]byte, error) {
 		return nil, ErrNoLeaderService
 	}
 	c := &call{seq: n.seq.Add(1), req: req, resC: make(chan []byte, 1)}
-	return submit(ctx, n, n.callC, c, c.resC, &c.canceled)
+	return submit(ctx, n, n.ctlC, func(l *loop) { l.addCall(c) }, c.resC, &c.canceled)
 }
 
 // Changed returns a channel closed at the next change of the leader, of
@@ -89,7 +89,7 @@ func (n *Node) reply(to, origin, seq uint64) func([]byte) {
 			return
 		}
 		select {
-		case n.replyC <- callReply{to: to, origin: origin, seq: seq, data: data}:
+		case n.ctlC <- func(l *loop) { l.onReply(callReply{to: to, origin: origin, seq: seq, data: data}) }:
 		default: // the caller sends again
 		}
 	}

@@ -6,9 +6,9 @@
 //
 //	Propose      -> propC --+                  +--> Transport.Send / SendSnapshot
 //	ReadIndex    -> kick ---+                  |
-//	conf changes -> funcC --+--> loop (one goroutine owns raft.RawNode)
-//	CallLeader   -> callC --+
-//	CallQuorum   -> qcallC -+
+//	conf changes,           +--> loop (one goroutine owns raft.RawNode)
+//	CallLeader, CallQuorum, |
+//	call replies, reports    -> ctlC -+
 //	Transport    -> recvC --+       | Ready:
 //	                                | 1. install a received snapshot (spooled file)
 //	                                | 2. persist Entries + HardState and

@@ -2,17 +2,12 @@ package raftnode
 
 import (
 	"context"
+	"io"
 	"os"
 
+	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
-	"io"
 )
-
-// report is a transport's delivery report for raft.
-type report struct {
-	id               uint64
-	snapshot, failed bool
-}
 
 // handler is the Node seen by its transport (transport.Handler).
 type handler Node
@@ -46,7 +41,7 @@ func (h *handler) ProcessSnapshot(m *pb.Message, body io.Reader) error {
 
 func (h *handler) ReportUnreachable(id uint64) {
 	select {
-	case h.reportC <- report{id: id}:
+	case h.ctlC <- func(l *loop) { l.rn.ReportUnreachable(id) }:
 	default:
 	}
 }
@@ -54,13 +49,17 @@ func (h *handler) ReportUnreachable(id uint64) {
 // ReportSnapshot must not lose the report (raft would wait for it), nor
 // block: the transport may call it on the raft goroutine.
 func (h *handler) ReportSnapshot(id uint64, failed bool) {
-	r := report{id: id, snapshot: true, failed: failed}
+	st := raft.SnapshotFinish
+	if failed {
+		st = raft.SnapshotFailure
+	}
+	r := func(l *loop) { l.rn.ReportSnapshot(id, st) }
 	select {
-	case h.reportC <- r:
+	case h.ctlC <- r:
 	default:
 		go func() {
 			select {
-			case h.reportC <- r:
+			case h.ctlC <- r:
 			case <-h.doneC:
 			}
 		}()

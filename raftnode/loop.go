@@ -209,24 +209,8 @@ func (l *loop) run() {
 			}
 		case <-n.readKick:
 			l.takeReads()
-		case f := <-n.funcC:
+		case f := <-n.ctlC:
 			f(l)
-		case c := <-n.callC:
-			l.addCall(c)
-		case r := <-n.replyC:
-			l.onReply(r)
-		case q := <-n.qcallC:
-			l.addQuorumCall(q)
-		case r := <-n.reportC:
-			if r.snapshot {
-				st := raft.SnapshotFinish
-				if r.failed {
-					st = raft.SnapshotFailure
-				}
-				l.rn.ReportSnapshot(r.id, st)
-			} else {
-				l.rn.ReportUnreachable(r.id)
-			}
 		case <-n.stopC:
 			return
 		}

@@ -37,12 +37,8 @@ type Node struct {
 
 	propC    chan *proposal
 	recvC    chan *pb.Message
-	readKick chan struct{} // capacity 1: reads are pending
-	funcC    chan func(*loop)
-	reportC  chan report
-	callC    chan *call
-	replyC   chan callReply
-	qcallC   chan *qcall
+	readKick chan struct{}    // capacity 1: reads are pending
+	ctlC     chan func(*loop) // everything else the loop is asked to do: calls, replies, reports, conf changes
 
 	stopC     chan struct{}
 	doneC     chan struct{}
@@ -116,11 +112,7 @@ func start(cfg Config, db *badger.DB) (*Node, error) {
 		propC:    make(chan *proposal, 4096),
 		recvC:    make(chan *pb.Message, 4096),
 		readKick: make(chan struct{}, 1),
-		funcC:    make(chan func(*loop), 64),
-		reportC:  make(chan report, 1024),
-		callC:    make(chan *call, 1024),
-		replyC:   make(chan callReply, 4096),
-		qcallC:   make(chan *qcall, 1024),
+		ctlC:     make(chan func(*loop), 4096),
 		stopC:    make(chan struct{}),
 		doneC:    make(chan struct{}),
 		tmpDir:   tmpSnapDir,
@@ -243,7 +235,7 @@ func (n *Node) stoppedErr() error {
 func (n *Node) do(ctx context.Context, f func(*loop)) error {
 	done := make(chan struct{})
 	select {
-	case n.funcC <- func(l *loop) { f(l); close(done) }:
+	case n.ctlC <- func(l *loop) { f(l); close(done) }:
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-n.doneC:

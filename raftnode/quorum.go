@@ -51,7 +51,7 @@ type qresult struct {
 // is written to the log.
 func (n *Node) CallQuorum(ctx context.Context, term uint64, req []byte) (map[uint64][]byte, error) {
 	q := &qcall{seq: n.seq.Add(1), term: term, req: req, resC: make(chan qresult, 1), answers: map[uint64][]byte{}}
-	r, err := submit(ctx, n, n.qcallC, q, q.resC, &q.canceled)
+	r, err := submit(ctx, n, n.ctlC, func(l *loop) { l.addQuorumCall(q) }, q.resC, &q.canceled)
 	if err != nil {
 		return nil, err
 	}

@@ -46,6 +46,7 @@ func (f *FSM) Range(txn *badger.Txn, req *command.RangeRequest) (*command.Respon
 
 // Cached answers req from memory if it reads one key at the current
 // revision and the key's committed state is cached; ok is false otherwise.
+// CachedPoint is the same answer without the Response.
 // It needs no transaction: the answer is the state as of the newest
 // commit CommitNotifier saw (so at least as new as any result already
 // handed out).
@@ -60,6 +61,19 @@ func (f *FSM) Cached(req *command.RangeRequest) (resp *command.Response, ok bool
 	resp = &command.Response{Revision: rev, CompactRevision: compact}
 	resp.Response = &command.Response_Range{Range: rangeCached(req, e)}
 	return resp, true
+}
+
+// CachedPoint is Cached's answer as a Point, with the revisions it is
+// valid at.
+func (f *FSM) CachedPoint(req *command.RangeRequest) (p Point, rev, compact int64, ok bool) {
+	if !cacheable(req) {
+		return Point{}, 0, 0, false
+	}
+	e, rev, compact, ok := f.reads.get(req.GetKey())
+	if !ok {
+		return Point{}, 0, 0, false
+	}
+	return pointOf(req, e), rev, compact, true
 }
 
 // checkRev tells whether revision rev (<= 0: current) may be read when the

@@ -124,22 +124,44 @@ func cacheable(req *command.RangeRequest) bool {
 	return len(req.GetKey()) > 0 && isSingle(req.GetRangeEnd()) && req.GetRevision() <= 0
 }
 
+// Point is a single-key read's answer from the read cache.
+type Point struct {
+	Count int64 // 1 if the key exists
+	// KV tells whether a key-value is returned: the key exists, passes
+	// the request's revision filters and the request is not count-only.
+	KV                          bool
+	Create, Mod, Version, Lease int64
+	// Value is the cache's own copy, to copy and never modify; nil with
+	// keys-only.
+	Value []byte
+}
+
+// pointOf answers a cacheable req from e, as rangeKeys would from badger.
+func pointOf(req *command.RangeRequest, e cached) Point {
+	if !e.found {
+		return Point{}
+	}
+	p := Point{Count: 1}
+	if req.GetCountOnly() || !filter(req, &e.rec) {
+		return p
+	}
+	p.KV, p.Create, p.Mod, p.Version, p.Lease = true, e.rec.create, e.rec.mod, e.rec.version, e.rec.lease
+	if !req.GetKeysOnly() {
+		p.Value = e.rec.value
+	}
+	return p
+}
+
 // rangeCached answers a cacheable req from e, as rangeKeys would from
 // badger.
 func rangeCached(req *command.RangeRequest, e cached) *command.RangeResponse {
-	rr := &command.RangeResponse{}
-	if !e.found {
-		return rr
+	p := pointOf(req, e)
+	rr := &command.RangeResponse{Count: p.Count}
+	if p.KV {
+		// Callers own what they get.
+		rr.Kvs = []*command.KeyValue{{Key: bytes.Clone(req.GetKey()), Value: bytes.Clone(p.Value),
+			CreateRevision: p.Create, ModRevision: p.Mod, Version: p.Version, Lease: p.Lease}}
 	}
-	rr.Count = 1
-	if req.GetCountOnly() || !filter(req, &e.rec) {
-		return rr
-	}
-	var value []byte
-	if !req.GetKeysOnly() {
-		value = bytes.Clone(e.rec.value) // callers own what they get
-	}
-	rr.Kvs = []*command.KeyValue{e.rec.kv(bytes.Clone(req.GetKey()), value)}
 	return rr
 }
 
