@@ -404,3 +404,64 @@ func TestQueueBadInput(t *testing.T) {
 		return err
 	})
 }
+
+// TestQueueAckAndDequeue: AckAndDequeue acks and claims the next message
+// in one write, waits like Dequeue when nothing is free, and with a stale
+// claim acks and claims nothing.
+func TestQueueAckAndDequeue(t *testing.T) {
+	n := openOne(t)
+	q := concord.NewQueue[string](newSession(t, n), "ackdeq")
+	for _, v := range []string{"a", "b"} {
+		queueEnqueue(t, q, v)
+	}
+	m := queueDequeue(t, q)
+	before := get(t, n, "ackdeq/").Header.Revision
+	next, err := m.AckAndDequeue(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Value != "a" || next.Value != "b" {
+		t.Fatalf("got %q then %q, want a then b", m.Value, next.Value)
+	}
+	if after := get(t, n, "ackdeq/").Header.Revision; after != before+1 || next.Revision != after {
+		t.Fatalf("revision %d -> %d, claim at %d: want the ack and the claim in one revision", before, after, next.Revision)
+	}
+	if got := get(t, n, "ackdeq/m/", concord.WithPrefix(), concord.WithCountOnly()).Count; got != 1 {
+		t.Fatalf("%d messages left, want 1 (b, claimed)", got)
+	}
+	if got := queueMarkers(t, n, "ackdeq"); got != 1 {
+		t.Fatalf("%d claims, want 1", got)
+	}
+
+	// Nothing free: it acks, then waits for the next message.
+	got := make(chan *concord.Message[string], 1)
+	go func() {
+		m, err := next.AckAndDequeue(testCtx(t))
+		if err != nil {
+			t.Error(err)
+		}
+		got <- m
+	}()
+	eventually(t, 10*time.Second, "b acked", func() bool {
+		return get(t, n, "ackdeq/m/", concord.WithPrefix(), concord.WithCountOnly()).Count == 0
+	})
+	queueEnqueue(t, q, "c")
+	c := <-got
+	if c == nil || c.Value != "c" {
+		t.Fatalf("got %v, want c", c)
+	}
+
+	// A stale claim: nothing is acked or claimed.
+	if err := c.Nack(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	before = get(t, n, "ackdeq/").Header.Revision
+	_, err = c.AckAndDequeue(testCtx(t))
+	wantErr(t, err, concord.ErrNotClaimed)
+	if after := get(t, n, "ackdeq/").Header.Revision; after != before {
+		t.Fatalf("revision %d -> %d after a refused AckAndDequeue", before, after)
+	}
+	if got := queueMarkers(t, n, "ackdeq"); got != 0 {
+		t.Fatalf("%d claims after a refused AckAndDequeue, want 0", got)
+	}
+}

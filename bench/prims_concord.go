@@ -54,6 +54,16 @@ func (p *concordPrims) Dequeue(ctx context.Context, name string) (string, func(c
 	return m.Value, m.Ack, nil
 }
 
+func (p *concordPrims) Consume(ctx context.Context, name string, fn func(string) error) error {
+	m, err := p.queue(name).Dequeue(ctx)
+	for err == nil {
+		if err = fn(m.Value); err == nil {
+			m, err = m.AckAndDequeue(ctx)
+		}
+	}
+	return err
+}
+
 func (p *concordPrims) Orphan()                          { p.s.Orphan() }
 func (p *concordPrims) Revoke(ctx context.Context) error { return p.n.Revoke(ctx, p.s.Lease()) }
 func (p *concordPrims) Close() error                     { return p.s.Close() }

@@ -74,6 +74,18 @@ func (p *etcdPrims) Dequeue(ctx context.Context, name string) (string, func(cont
 	}
 }
 
+func (p *etcdPrims) Consume(ctx context.Context, name string, fn func(string) error) error {
+	for {
+		val, _, err := p.Dequeue(ctx, name)
+		if err != nil {
+			return err
+		}
+		if err := fn(val); err != nil {
+			return err
+		}
+	}
+}
+
 func (p *etcdPrims) Orphan() { p.s.Orphan() }
 func (p *etcdPrims) Revoke(ctx context.Context) error {
 	_, err := p.cli.Revoke(ctx, p.s.Lease())
