@@ -216,8 +216,9 @@
 //   - [Election] (Campaign, Proclaim, Resign, Leader, Observe with "no
 //     leader" as the zero [Leader]), [Barrier], [DoubleBarrier].
 //   - [Queue] (priorities, delays, Ack/Nack, redelivery counts, dead
-//     letters; one [Node.Claim] per delivery), [ReleaseWhenQueued] for a
-//     condition start.
+//     letters; one [Node.Claim] per delivery, which
+//     [Message.AckAndDequeue] fuses with the previous message's ack),
+//     [ReleaseWhenQueued] for a condition start.
 //   - [Registry] (service discovery: instances vanish with their session)
 //     and [Var] (a watched value: Load without a round trip).
 package concord
