@@ -40,6 +40,9 @@ type queueBook struct {
 	acks       map[string]int             // guarded by mu
 	crashes    int                        // guarded by mu
 	expired    int                        // guarded by mu: sessions that expired on their own
+	// waiting holds the messages whose AckAndDequeue runs (guarded by
+	// mu): one that acked waits for the next message, maybe until the end.
+	waiting map[*concord.Message[queueItem]]bool
 }
 
 // TestQueueAcceptance is issue 5's queue acceptance on a 3-node cluster:
@@ -59,7 +62,7 @@ func TestQueueAcceptance(t *testing.T) {
 	t.Logf("seed %d (-concord.queue.seed), %d messages", seed, total)
 	c := concordtest.NewCluster(t, 3)
 	b := &queueBook{items: map[string]queueItem{}, deliveries: map[string][]queueDelivery{},
-		acks: map[string]int{}}
+		acks: map[string]int{}, waiting: map[*concord.Message[queueItem]]bool{}}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	cctx, stopConsumers := context.WithCancel(ctx)
@@ -98,6 +101,11 @@ func TestQueueAcceptance(t *testing.T) {
 	for {
 		b.mu.Lock()
 		acked := len(b.acks)
+		for m := range b.waiting {
+			if m.Acked() && b.acks[m.ID] == 0 {
+				acked++ // acked, its AckAndDequeue waits for the next message
+			}
+		}
 		b.mu.Unlock()
 		var err error
 		if dead, err = probe.DeadLetters(ctx); err != nil {
@@ -128,7 +136,8 @@ func TestQueueAcceptance(t *testing.T) {
 
 // queueConsume is one consumer slot: it dequeues and acks (nacks poison)
 // until ctx ends, and now and then crashes with a message in hand, its
-// session orphaned or revoked, and starts again with a new session.
+// session orphaned or revoked, and starts again with a new session. Half
+// of its acks are AckAndDequeue, which hands it the next message.
 func queueConsume(t *testing.T, ctx context.Context, n *concord.Node, b *queueBook, rng *rand.Rand, maxDeliveries int) {
 	for ctx.Err() == nil {
 		s, err := concord.NewSession(n, concord.WithSessionTTL(3*time.Second))
@@ -142,8 +151,14 @@ func queueConsume(t *testing.T, ctx context.Context, n *concord.Node, b *queueBo
 			return
 		}
 		q := concord.NewQueue[queueItem](s, "accept", concord.WithMaxDeliveries(maxDeliveries))
+		var next *concord.Message[queueItem]
+	deliveries:
 		for {
-			m, err := q.Dequeue(ctx)
+			m, err := next, error(nil)
+			if m == nil {
+				m, err = q.Dequeue(ctx)
+			}
+			next = nil
 			if ctx.Err() != nil {
 				s.Close()
 				return
@@ -171,10 +186,42 @@ func queueConsume(t *testing.T, ctx context.Context, n *concord.Node, b *queueBo
 				}
 				break
 			}
-			if m.Value.Poison {
+			switch {
+			case m.Value.Poison:
 				err = m.Nack(ctx)
-			} else {
+			case rng.IntN(2) == 0:
 				err = m.Ack(ctx)
+			default:
+				b.mu.Lock()
+				b.waiting[m] = true
+				b.mu.Unlock()
+				next, err = m.AckAndDequeue(ctx)
+				b.mu.Lock()
+				delete(b.waiting, m)
+				b.mu.Unlock()
+				if err == nil || errors.Is(err, concord.ErrNotClaimed) {
+					break // as for Ack
+				}
+				// The Dequeue part failed, after the ack or before it.
+				switch {
+				case m.Acked():
+					b.record(m, "acked")
+				case ctx.Err() != nil:
+					b.record(m, "stopped")
+				default:
+					b.record(m, "expired") // the session ended before the ack: m's claim with it
+				}
+				if errors.Is(err, concord.ErrSessionExpired) {
+					b.mu.Lock()
+					b.expired++
+					b.mu.Unlock()
+					break deliveries
+				}
+				if ctx.Err() == nil {
+					t.Errorf("AckAndDequeue after %s: %v", m.ID, err)
+				}
+				s.Close()
+				return
 			}
 			switch {
 			case err == nil && m.Value.Poison:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -24,7 +25,13 @@ type Message[T any] struct {
 	q      *Queue[T]
 	key    string // name/m/<id>
 	marker string // name/c/<id>
+	acked  atomic.Bool
 }
+
+// Acked reports whether Ack or AckAndDequeue on m acked this delivery
+// (an AckAndDequeue that failed after its ack returns an error with m
+// acked).
+func (m *Message[T]) Acked() bool { return m.acked.Load() }
 
 const (
 	// queueClaimGrace is how long a claim in flight when Dequeue's ctx
@@ -207,6 +214,7 @@ func (q *Queue[T]) claimOp(ctx context.Context, ack *Message[T], op Op) (*ClaimR
 	case !resp.Succeeded:
 		return nil, false, fmt.Errorf("%w: %s", ErrNotClaimed, ack.ID)
 	}
+	ack.acked.Store(true)
 	return resp.Responses[2].Claim(), true, nil
 }
 
@@ -343,6 +351,7 @@ func (m *Message[T]) Ack(ctx context.Context) error {
 	if err := m.q.settle(ctx, m, OpDelete(m.key), OpDelete(m.marker)); err != nil {
 		return fmt.Errorf("concord.Message.Ack: %w", err)
 	}
+	m.acked.Store(true)
 	return nil
 }
 
@@ -353,7 +362,7 @@ func (m *Message[T]) Ack(ctx context.Context) error {
 //
 // If m's claim ended before, it returns an error wrapping ErrNotClaimed
 // and claims nothing. Other errors are Dequeue's; m may be acked by then
-// or not (an Ack of it afterwards returns ErrNotClaimed if it was).
+// or not: Acked tells.
 func (m *Message[T]) AckAndDequeue(ctx context.Context) (*Message[T], error) {
 	next, err := m.q.dequeue(ctx, m)
 	if err != nil {

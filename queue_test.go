@@ -423,6 +423,9 @@ func TestQueueAckAndDequeue(t *testing.T) {
 	if m.Value != "a" || next.Value != "b" {
 		t.Fatalf("got %q then %q, want a then b", m.Value, next.Value)
 	}
+	if !m.Acked() || next.Acked() {
+		t.Fatalf("Acked: %v for a, %v for b; want true, false", m.Acked(), next.Acked())
+	}
 	if after := get(t, n, "ackdeq/").Header.Revision; after != before+1 || next.Revision != after {
 		t.Fatalf("revision %d -> %d, claim at %d: want the ack and the claim in one revision", before, after, next.Revision)
 	}
@@ -458,6 +461,9 @@ func TestQueueAckAndDequeue(t *testing.T) {
 	before = get(t, n, "ackdeq/").Header.Revision
 	_, err = c.AckAndDequeue(testCtx(t))
 	wantErr(t, err, concord.ErrNotClaimed)
+	if c.Acked() {
+		t.Fatal("Acked after a refused AckAndDequeue")
+	}
 	if after := get(t, n, "ackdeq/").Header.Revision; after != before {
 		t.Fatalf("revision %d -> %d after a refused AckAndDequeue", before, after)
 	}
