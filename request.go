@@ -77,7 +77,7 @@ type pointResponse struct {
 // cache at revision rev. Key and value share one fresh buffer.
 func (n *Node) fromPoint(key []byte, p fsm.Point, rev int64) *GetResponse {
 	r := &pointResponse{}
-	r.resp = GetResponse{Header: Header{Revision: rev, RaftTerm: n.rn.Status().Term, MemberID: n.id}, Count: p.Count}
+	r.resp = GetResponse{Header: n.headerAt(rev), Count: p.Count}
 	if !p.KV {
 		return &r.resp
 	}
@@ -146,6 +146,9 @@ func ctxErr(err error) error {
 }
 
 // header returns the header of a response of the state machine.
-func (n *Node) header(resp *command.Response) Header {
-	return Header{Revision: resp.GetRevision(), RaftTerm: n.rn.Status().Term, MemberID: n.id}
+func (n *Node) header(resp *command.Response) Header { return n.headerAt(resp.GetRevision()) }
+
+// headerAt returns the header of an answer at revision rev.
+func (n *Node) headerAt(rev int64) Header {
+	return Header{Revision: rev, RaftTerm: n.rn.Status().Term, MemberID: n.id}
 }
