@@ -2,9 +2,13 @@ package fsm_test
 
 import (
 	"fmt"
+	"math"
 	"testing"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"github.com/concordkv/concord/internal/command"
+	"github.com/concordkv/concord/internal/fsm"
 )
 
 // BenchmarkPut proposes puts of 256-byte values over 1000 keys from many
@@ -135,6 +139,40 @@ func BenchmarkRangeAfterChurn(b *testing.B) {
 			for b.Loop() {
 				if resp := rangeDB(b, nd.f, nd.n.DB(), tc.req); resp.GetRange().GetCount() != tc.want {
 					b.Fatal(resp)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkHistoryQuietKey replays a key put 10 times among 10,000 puts
+// of other keys, from the first revision: what a watch on a quiet key of
+// a busy store does when it starts in the past. The scan case forces a
+// scan of the history, which History did for every range before it
+// could read the revision index.
+func BenchmarkHistoryQuietKey(b *testing.B) {
+	nd := startNode(b, false)
+	for i := range 10000 {
+		req := put(fmt.Sprintf("busy/%03d", i%1000), "v")
+		if i%1000 == 0 {
+			req = put("quiet", fmt.Sprint(i))
+		}
+		mustOK(b, nd.propose(req))
+	}
+	for _, c := range []struct {
+		name   string
+		budget int64
+	}{{"index", math.MaxInt64}, {"scan", 0}} {
+		b.Run(c.name, func(b *testing.B) {
+			fsm.SetHistoryIndexBudget(b, c.budget)
+			b.ReportAllocs()
+			for b.Loop() {
+				n := 0
+				err := nd.n.DB().View(func(txn *badger.Txn) error {
+					return nd.f.History(txn, 1, []byte("quiet"), nil, false, func(*command.Event) error { n++; return nil })
+				})
+				if err != nil || n != 10 {
+					b.Fatal(n, err)
 				}
 			}
 		})

@@ -88,15 +88,7 @@ func scanAt(r *badger.Txn, key, end []byte, rev int64, fn func(k []byte, at int6
 	if emptyRange(key, end) {
 		return nil
 	}
-	prefix := schema.StateIndex
-	var stop []byte
-	switch {
-	case isSingle(end):
-		prefix = schema.IndexPrefix(nil, key)
-	case !isFromKey(end):
-		stop = schema.IndexBound(nil, end)
-	}
-	it := r.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	it, stop := indexRange(r, key, end)
 	defer it.Close()
 	var (
 		group []byte // the escaped key whose revisions are being read
@@ -110,7 +102,6 @@ func scanAt(r *badger.Txn, key, end []byte, rev int64, fn func(k []byte, at int6
 		}
 		return nil
 	}
-	it.Seek(schema.IndexBound(nil, key))
 	for it.Valid() {
 		item := it.Item()
 		k := item.Key()
@@ -151,6 +142,22 @@ func scanAt(r *badger.Txn, key, end []byte, rev int64, fn func(k []byte, at int6
 		it.Next()
 	}
 	return flush()
+}
+
+// indexRange returns an iterator over the revision index of the range's
+// keys (not empty), at its first key, and the index key the range ends
+// before (nil: the iterator's prefix ends it). The caller closes it.
+func indexRange(r *badger.Txn, key, end []byte) (it *badger.Iterator, stop []byte) {
+	prefix := schema.StateIndex
+	switch {
+	case isSingle(end):
+		prefix = schema.IndexPrefix(nil, key)
+	case !isFromKey(end):
+		stop = schema.IndexBound(nil, end)
+	}
+	it = r.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	it.Seek(schema.IndexBound(nil, key))
+	return it, stop
 }
 
 // recordAt reads the history record of key's event at rev; the value is

@@ -33,8 +33,10 @@
 //	                            watch replays "since r" with one scan)
 //	s/i/<esc(key)><rev:8 BE> -> kind (1 put, 2 delete): key's revisions,
 //	                            contiguous per key, for reads at a past
-//	                            revision; esc writes each 0x00 as 0x00 0xFF
-//	                            and ends with 0x00 0x01, which keeps key
+//	                            revision and a narrow range's history (a
+//	                            quiet key's since r, without a scan of all
+//	                            changes since r); esc writes each 0x00 as
+//	                            0x00 0xFF and ends with 0x00 0x01, which keeps key
 //	                            order and makes no key a prefix of another
 //	s/l/<id:8 BE>            -> lease: uvarints ttl and remaining (ns; 0 =
 //	                            not checkpointed), then the number and the
