@@ -71,7 +71,10 @@ func (l *loop) apply(c *chain, ents []*pb.Entry) (applied, error) {
 				}
 				if c.bytes > rotateBytes || c.ops > rotateOps {
 					// Entries before idx are whole; proposals of idx
-					// applied so far are in the dedup table.
+					// applied so far are in the dedup record.
+					if err := l.dedup.stage(idx, c.set); err != nil {
+						return out, err
+					}
 					if err := commitApplied(c, idx-1); err != nil {
 						return out, err
 					}
@@ -80,14 +83,14 @@ func (l *loop) apply(c *chain, ents []*pb.Entry) (applied, error) {
 				if err != nil {
 					return out, fmt.Errorf("entry %d: %w", idx, err)
 				}
-				if err := c.set(schema.DedupKey(idx, id.origin, id.seq), nil); err != nil {
-					return out, err
-				}
 				l.dedup.add(idx, id)
 				if id.origin == n.origin {
 					out.seqs = append(out.seqs, id.seq)
 					out.results = append(out.results, result{data: res})
 				}
+			}
+			if err := l.dedup.stage(idx, c.set); err != nil {
+				return out, err
 			}
 		case pb.EntryConfChange, pb.EntryConfChangeV2:
 			pc, seq, err := l.applyConfChange(c, e, prev)
@@ -203,10 +206,10 @@ func (l *loop) applyConfChange(b *chain, e *pb.Entry, applied uint64) ([]peerCha
 	}
 	var seq uint64
 	if id.origin != 0 {
-		if err := b.set(schema.DedupKey(idx, id.origin, id.seq), nil); err != nil {
+		l.dedup.add(idx, id)
+		if err := l.dedup.stage(idx, b.set); err != nil {
 			return nil, 0, err
 		}
-		l.dedup.add(idx, id)
 		if id.origin == l.n.origin {
 			seq = id.seq
 		}

@@ -109,11 +109,12 @@ func rangeKeys(r *badger.Txn, req *command.RangeRequest, cur, compact int64, liv
 	sorted := order != command.RangeRequest_NONE
 	limit := req.GetLimit()
 	// Unsorted, the scan stops decoding after limit+1 matches (the extra
-	// one sets more); sorted, it keeps every match's metadata and fetches
-	// the values of the survivors only.
+	// one sets more); sorted with a limit, it keeps every match's metadata
+	// and fetches the values of the survivors only. Sorted without one,
+	// every match survives: its value is read in the scan, not again.
 	withValue := !req.GetKeysOnly()
 	if sorted {
-		withValue = target == command.RangeRequest_VALUE
+		withValue = target == command.RangeRequest_VALUE || (withValue && limit == 0)
 	}
 	resp := &command.RangeResponse{}
 	visit := func(k []byte, load func(withValue bool) (record, error)) error {

@@ -11,8 +11,12 @@
 //	'a'  applied   a/index                   -> 8-byte BE applied index
 //	               a/cs                      -> raftpb.ConfState as of a/index
 //	               a/peer/<id:8 BE>          -> peer address (from conf changes)
-//	               a/dd/<index:8><origin:8><seq:8> -> empty; proposal ids
-//	                                            applied at index (dedup window)
+//	               a/dd/<index:8>            -> uvarint pairs origin, seq: the
+//	                                            proposal ids applied at index
+//	                                            (dedup window); versions before
+//	                                            it wrote one key per id,
+//	                                            a/dd/<index:8><origin:8><seq:8>
+//	                                            -> empty, which are still read
 //	               a/restoring               -> wire.RestoreMarker while a
 //	                                            snapshot install runs
 //	's'  state     s/...                     -> owned by the state machine
@@ -104,8 +108,46 @@ func PeerID(key []byte) uint64 {
 	return binary.BigEndian.Uint64(key[len(PeerPrefix):])
 }
 
-// DedupKey returns the key recording that proposal (origin, seq) was
-// applied at index. Keys sort by index, so pruning is a prefix scan.
+// DedupEntryKey returns the key listing the proposal ids applied at
+// index (see AppendDedupID).
+func DedupEntryKey(index uint64) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte(nil), DedupPrefix...), index)
+}
+
+// ParseDedupEntryKey parses a key made by DedupEntryKey.
+func ParseDedupEntryKey(key []byte) (index uint64, ok bool) {
+	b := key[len(DedupPrefix):]
+	if len(b) != 8 {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(b), true
+}
+
+// AppendDedupID appends one proposal id of a DedupEntryKey's value to dst.
+func AppendDedupID(dst []byte, origin, seq uint64) []byte {
+	return binary.AppendUvarint(binary.AppendUvarint(dst, origin), seq)
+}
+
+// ParseDedupIDs calls fn with each id of a DedupEntryKey's value; ok is
+// false if v is malformed.
+func ParseDedupIDs(v []byte, fn func(origin, seq uint64)) (ok bool) {
+	for len(v) > 0 {
+		origin, n := binary.Uvarint(v)
+		if n <= 0 {
+			return false
+		}
+		seq, m := binary.Uvarint(v[n:])
+		if m <= 0 {
+			return false
+		}
+		fn(origin, seq)
+		v = v[n+m:]
+	}
+	return true
+}
+
+// DedupKey returns the key, written by versions before DedupEntryKey,
+// recording that proposal (origin, seq) was applied at index.
 func DedupKey(index, origin, seq uint64) []byte {
 	k := append([]byte(nil), DedupPrefix...)
 	k = binary.BigEndian.AppendUint64(k, index)
