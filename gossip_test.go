@@ -114,6 +114,19 @@ func TestGossipGrowShrinkReclaim(t *testing.T) {
 	g.waitRoles(60*time.Second, rest, nil)
 	stop()
 	g.sameCluster("after")
+
+	// The reclaimed member restarted on its data dir learns that it was
+	// removed: its calls fail with ErrRemoved instead of waiting.
+	n := g.open(victim)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := n.Ready(ctx)
+	if !errors.Is(err, concord.ErrRemoved) || !errors.Is(err, concord.ErrStopped) || !errors.Is(n.Err(), concord.ErrRemoved) {
+		t.Fatalf("reclaimed %s reopened: Ready = %v, Err = %v; want ErrStopped and ErrRemoved", victim, err, n.Err())
+	}
+	if _, err := n.Put(ctx, "k", "v"); !errors.Is(err, concord.ErrRemoved) {
+		t.Fatalf("Put on the reclaimed %s: %v, want ErrRemoved", victim, err)
+	}
 }
 
 // leave makes member name leave and forgets it.

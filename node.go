@@ -334,16 +334,23 @@ func (n *Node) stoppedErr() error {
 	if n.closed.Load() {
 		return ErrClosed
 	}
-	if err := n.rn.Err(); err != nil {
+	if err := n.Err(); err != nil {
 		return fmt.Errorf("%w: %w", ErrStopped, err)
 	}
 	return ErrStopped
 }
 
 // Err returns why the node stopped on its own (a fatal storage error, or
-// its removal from the cluster), or nil while it runs and after Close.
-// Calls on a node that stopped on its own return ErrStopped.
-func (n *Node) Err() error { return n.rn.Err() }
+// its removal from the cluster: ErrRemoved), or nil while it runs and
+// after Close. Calls on a node that stopped on its own return ErrStopped
+// wrapping it.
+func (n *Node) Err() error {
+	err := n.rn.Err()
+	if errors.Is(err, raftnode.ErrRemoved) {
+		return ErrRemoved
+	}
+	return err
+}
 
 // Close stops the node: calls in flight and later calls return ErrClosed.
 // Every acknowledged write is already durable; the node stays a member of
