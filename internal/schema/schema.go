@@ -40,8 +40,9 @@
 //	                            revision and a narrow range's history (a
 //	                            quiet key's since r, without a scan of all
 //	                            changes since r); esc writes each 0x00 as
-//	                            0x00 0xFF and ends with 0x00 0x01, which keeps key
-//	                            order and makes no key a prefix of another
+//	                            0x00 0xFF and ends with 0x00 0x01, which
+//	                            keeps key order and makes no key a prefix
+//	                            of another
 //	s/l/<id:8 BE>            -> lease: uvarints ttl and remaining (ns; 0 =
 //	                            not checkpointed), then the number and the
 //	                            total bytes of the keys attached to it
