@@ -301,24 +301,43 @@ func (l *loop) handleReady() error {
 	// 2. Persist Entries and HardState, and 4. apply CommittedEntries, in
 	// one transaction chain with the applied index: the DB syncs each
 	// commit, so one sync per Ready covers both. Committed entries may be
-	// among this Ready's Entries; they become durable together.
+	// among this Ready's Entries; they become durable together. A lone
+	// voter also applies the entries this Ready persists (see ahead).
 	var hs *pb.HardState
 	if !raft.IsEmptyHardState(rd.HardState) {
 		hs = rd.HardState
 	}
 	c := l.n.newChain()
 	defer c.discard()
-	if err := l.st.stage(c, rd.Entries, hs); err != nil {
+	if err := l.st.stage(c, rd.Entries); err != nil {
 		return fmt.Errorf("raftnode: persist: %w", err)
 	}
-	a, err := l.apply(c, rd.CommittedEntries)
+	prev := l.n.applied.Load()
+	a, err := l.apply(c, rd.CommittedEntries, prev)
 	if err != nil {
 		return fmt.Errorf("raftnode: apply: %w", err)
 	}
-	if len(rd.Entries) > 0 || hs != nil || a.last != 0 {
+	if ents := l.ahead(&rd, max(prev, a.last)); len(ents) > 0 {
+		b, err := l.apply(c, ents, max(prev, a.last))
+		if err != nil {
+			return fmt.Errorf("raftnode: apply: %w", err)
+		}
+		a.merge(b)
+	}
+	// A hard state whose commit index alone moved need not be durable
+	// (raft learns the commit index again; entries applied past it are
+	// skipped on replay): it is written with the next commit instead.
+	save, mustSync := l.st.unsaved(hs)
+	if len(rd.Entries) > 0 || mustSync || a.last != 0 {
+		if save != nil {
+			if err := c.setProto(schema.RaftHardState, save); err != nil {
+				return fmt.Errorf("raftnode: persist: %w", err)
+			}
+		}
 		if err := c.done(); err != nil {
 			return fmt.Errorf("raftnode: persist: %w", err)
 		}
+		l.st.markSaved(save)
 	}
 	l.st.appended(rd.Entries, hs)
 	// 3. Send, now that what the messages promise is durable.

@@ -23,12 +23,13 @@ var logCacheSize = 4096
 type storage struct {
 	db *badger.DB
 
-	mu    sync.Mutex
-	hs    *pb.HardState        // guarded by mu
-	snap  *pb.SnapshotMetadata // guarded by mu; newest compaction point
-	cs    *pb.ConfState        // guarded by mu; conf state as of the applied index
-	last  uint64               // guarded by mu
-	cache []*pb.Entry          // guarded by mu; contiguous, ends at last
+	mu      sync.Mutex
+	hs      *pb.HardState        // guarded by mu; the newest raft gave
+	savedHS *pb.HardState        // guarded by mu; the newest on disk
+	snap    *pb.SnapshotMetadata // guarded by mu; newest compaction point
+	cs      *pb.ConfState        // guarded by mu; conf state as of the applied index
+	last    uint64               // guarded by mu
+	cache   []*pb.Entry          // guarded by mu; contiguous, ends at last
 }
 
 var _ raft.Storage = (*storage)(nil)
@@ -64,6 +65,7 @@ func openStorage(db *badger.DB) (*storage, error) {
 		return nil, fmt.Errorf("raftnode: load raft state: %w", err)
 	}
 	pb.EnsureSnapshotMetadata(s.snap)
+	s.savedHS = proto.Clone(s.hs).(*pb.HardState)
 	return s, nil
 }
 

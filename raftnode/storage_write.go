@@ -96,10 +96,9 @@ func (c *chain) setProto(k []byte, m proto.Message) error {
 	return c.set(k, b)
 }
 
-// stage writes new entries and the hard state into c. Entries after the
-// last new one are removed (raft overwrote them). Call appended once c is
-// committed.
-func (s *storage) stage(c *chain, ents []*pb.Entry, hs *pb.HardState) error {
+// stage writes new entries into c. Entries after the last new one are
+// removed (raft overwrote them). Call appended once c is committed.
+func (s *storage) stage(c *chain, ents []*pb.Entry) error {
 	for _, e := range ents {
 		if err := c.setProto(schema.EntryKey(e.GetIndex()), e); err != nil {
 			return err
@@ -115,10 +114,33 @@ func (s *storage) stage(c *chain, ents []*pb.Entry, hs *pb.HardState) error {
 			}
 		}
 	}
-	if hs != nil {
-		return c.setProto(schema.RaftHardState, hs)
-	}
 	return nil
+}
+
+// unsaved returns the hard state to write with the next commit, if it is
+// not on disk: hs, the Ready's, or else the newest raft gave (nil if that
+// is on disk). mustSync tells whether its term or vote changed, which
+// must be durable before this Ready's messages go out.
+func (s *storage) unsaved(hs *pb.HardState) (save *pb.HardState, mustSync bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if hs == nil {
+		hs = s.hs
+	}
+	if proto.Equal(hs, s.savedHS) {
+		return nil, false
+	}
+	return hs, hs.GetTerm() != s.savedHS.GetTerm() || hs.GetVote() != s.savedHS.GetVote()
+}
+
+// markSaved records hs (if not nil) as the hard state on disk.
+func (s *storage) markSaved(hs *pb.HardState) {
+	if hs == nil {
+		return
+	}
+	s.mu.Lock()
+	s.savedHS = proto.Clone(hs).(*pb.HardState)
+	s.mu.Unlock()
 }
 
 // appended makes entries and hard state staged and committed by stage
@@ -155,13 +177,20 @@ func (s *storage) appended(ents []*pb.Entry, hs *pb.HardState) {
 func (s *storage) compact(meta *pb.SnapshotMetadata) error {
 	s.mu.Lock()
 	from := s.snap.GetIndex() + 1
+	hs := proto.Clone(s.hs).(*pb.HardState)
 	s.mu.Unlock()
-	if meta.GetIndex() < from {
+	// raft refuses to start from a hard state whose commit index is
+	// below the log's start, and the commit index on disk may lag (see
+	// unsaved): the newest is written with the compaction.
+	if meta.GetIndex() < from || meta.GetIndex() > hs.GetCommit() {
 		return nil
 	}
 	c := newChain(s.db)
 	defer c.discard()
 	if err := c.setProto(schema.RaftSnapshot, meta); err != nil {
+		return err
+	}
+	if err := c.setProto(schema.RaftHardState, hs); err != nil {
 		return err
 	}
 	for i := from; i <= meta.GetIndex(); i++ {
@@ -174,6 +203,7 @@ func (s *storage) compact(meta *pb.SnapshotMetadata) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.savedHS = hs
 	s.snap = proto.Clone(meta).(*pb.SnapshotMetadata)
 	if s.last < meta.GetIndex() {
 		s.last = meta.GetIndex()
@@ -228,6 +258,7 @@ func (s *storage) installSnapshot(c *chain, meta *pb.SnapshotMetadata) error {
 	defer s.mu.Unlock()
 	s.snap = proto.Clone(meta).(*pb.SnapshotMetadata)
 	s.hs = hs
+	s.savedHS = proto.Clone(hs).(*pb.HardState)
 	s.last = meta.GetIndex()
 	s.cache = nil
 	return nil

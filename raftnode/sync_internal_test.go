@@ -443,3 +443,54 @@ func TestSyncWritesOn(t *testing.T) {
 		}
 	}
 }
+
+// TestLoneVoterOneCommitPerProposal: a lone voter applies an entry in the
+// commit that makes it durable and acknowledges it after that one commit;
+// the commit index moving on its own is not written. Sequential
+// proposals therefore cost one synced commit each (two before: the
+// append, then the apply), and each acknowledgement still comes after its
+// entry is durable (the probe checks).
+func TestLoneVoterOneCommitPerProposal(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p := &syncProbe{}
+	net := transport.NewNetwork(1)
+	defer net.Close()
+	n, err := Start(Config{
+		ID: 1, DataDir: t.TempDir(), Peers: []Peer{{ID: 1, Addr: "mem://1"}},
+		Transport: &probeTransport{Transport: net.Transport(1), p: p}, Applier: indexApplier{p},
+		testHook: p.hook,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop()
+	if _, err := n.Propose(ctx, []byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := p.state()
+	const count = 50
+	for i := range count {
+		res, err := n.Propose(ctx, fmt.Appendf(nil, "p%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if idx, _ := schema.ParseU64(res); idx > syncedIndex(p) {
+			t.Fatalf("proposal %d acknowledged at index %d with only %d durable", i, idx, syncedIndex(p))
+		}
+	}
+	after, _ := p.state()
+	if commits := after - before; commits > count+2 {
+		t.Fatalf("%d sequential proposals took %d commits, want about one each", count, commits)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.bad) > 0 {
+		t.Fatalf("violations: %v", p.bad)
+	}
+}
+
+func syncedIndex(p *syncProbe) uint64 {
+	_, synced := p.state()
+	return synced
+}
