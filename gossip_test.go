@@ -114,9 +114,21 @@ func TestGossipGrowShrinkReclaim(t *testing.T) {
 	g.waitRoles(60*time.Second, rest, nil)
 	stop()
 	g.sameCluster("after")
+}
 
-	// The reclaimed member restarted on its data dir learns that it was
-	// removed: its calls fail with ErrRemoved instead of waiting.
+// TestGossipReclaimedLearnerStopsRemoved: a learner reclaimed while it
+// was down, reopened on its data dir, learns that it was removed as it
+// catches up: Ready and its calls fail with ErrRemoved (and ErrStopped),
+// and Err says so.
+func TestGossipReclaimedLearnerStopsRemoved(t *testing.T) {
+	g := newGossipCluster(t, 3, 3)
+	for _, name := range names("g", 1, 4) {
+		g.open(name)
+	}
+	voters, learners := g.waitShape(30*time.Second, 3, 1)
+	victim := learners[0]
+	g.close(victim)
+	g.waitRoles(60*time.Second, voters, nil)
 	n := g.open(victim)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
