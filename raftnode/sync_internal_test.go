@@ -354,17 +354,7 @@ func TestSyncFailureBlocksAck(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	p := &syncProbe{failAt: 40}
-	net := transport.NewNetwork(1)
-	defer net.Close()
-	n, err := Start(Config{
-		ID: 1, DataDir: t.TempDir(), Peers: []Peer{{ID: 1, Addr: "mem://1"}},
-		Transport: &probeTransport{Transport: net.Transport(1), p: p}, Applier: indexApplier{p},
-		testHook: p.hook,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Stop()
+	n := startLoneProbed(t, p)
 	var g errgroup.Group
 	var mu sync.Mutex
 	acked := 0
@@ -454,17 +444,7 @@ func TestLoneVoterOneCommitPerProposal(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	p := &syncProbe{}
-	net := transport.NewNetwork(1)
-	defer net.Close()
-	n, err := Start(Config{
-		ID: 1, DataDir: t.TempDir(), Peers: []Peer{{ID: 1, Addr: "mem://1"}},
-		Transport: &probeTransport{Transport: net.Transport(1), p: p}, Applier: indexApplier{p},
-		testHook: p.hook,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Stop()
+	n := startLoneProbed(t, p)
 	if _, err := n.Propose(ctx, []byte("first")); err != nil {
 		t.Fatal(err)
 	}
@@ -493,4 +473,25 @@ func TestLoneVoterOneCommitPerProposal(t *testing.T) {
 func syncedIndex(p *syncProbe) uint64 {
 	_, synced := p.state()
 	return synced
+}
+
+// startLoneProbed starts a lone on-disk peer watched by p, stopped when
+// the test ends.
+func startLoneProbed(t *testing.T, p *syncProbe) *Node {
+	t.Helper()
+	net := transport.NewNetwork(1)
+	n, err := Start(Config{
+		ID: 1, DataDir: t.TempDir(), Peers: []Peer{{ID: 1, Addr: "mem://1"}},
+		Transport: &probeTransport{Transport: net.Transport(1), p: p}, Applier: indexApplier{p},
+		testHook: p.hook,
+	})
+	if err != nil {
+		net.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		n.Stop()
+		net.Close()
+	})
+	return n
 }
