@@ -382,7 +382,9 @@ func (l *loop) publishStatus() {
 	bs := l.rn.BasicStatus()
 	cs := l.st.confState()
 	s := &Status{
-		ID: bs.ID, Term: bs.HardState.GetTerm(), Vote: bs.HardState.GetVote(), Commit: bs.HardState.GetCommit(),
+		// A lone voter applies entries before raft counts them committed
+		// (see ahead); they are committed all the same.
+		ID: bs.ID, Term: bs.HardState.GetTerm(), Vote: bs.HardState.GetVote(), Commit: max(bs.HardState.GetCommit(), l.n.applied.Load()),
 		Applied: l.n.applied.Load(), Leader: bs.Lead, State: bs.RaftState,
 		Voters: slices.Clone(cs.GetVoters()), Learners: slices.Clone(cs.GetLearners()),
 		LeadTransferee: bs.LeadTransferee, ConfIndex: l.confIdx, Joint: len(cs.GetVotersOutgoing()) > 0,
