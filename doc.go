@@ -111,10 +111,11 @@
 // the remaining voters keep a healthy quorum: gossip alone never removes
 // a voter raft still hears from. [Node.Leave] removes the member (taking
 // leadership first, so that its removal is known committed) and tells
-// gossip, then closes. A member reclaimed while it was down starts over
-// with an empty DataDir and joins as a new member; once a node learns
-// that it was removed, its calls fail with [ErrRemoved]. [Node.Members]
-// shows each member's role, gossip state and lag.
+// gossip, then closes. A member reclaimed while it was down and restarted
+// on its DataDir is added back as a learner until it has caught up on its
+// removal, then its calls fail with [ErrRemoved]; with an empty DataDir
+// it joins as a new member. [Node.Members] shows each member's role,
+// gossip state and lag.
 //
 // # Consistency
 //

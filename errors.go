@@ -12,10 +12,10 @@ var (
 	// storage error, or removal from the cluster); Node.Err tells why.
 	ErrStopped = errors.New("concord: stopped")
 	// ErrRemoved is wrapped, with ErrStopped, by the calls of a node that
-	// learned it was removed from its cluster (e.g. reclaimed after
-	// DeadMemberReclaim while it was down, then restarted on its DataDir).
-	// Its DataDir cannot rejoin: start it again with an empty one, and it
-	// joins as a new member.
+	// was removed from its cluster: reclaimed after DeadMemberReclaim while
+	// it was down, then restarted on its DataDir. Its DataDir cannot
+	// rejoin: start it again with an empty one, and it joins as a new
+	// member.
 	ErrRemoved = errors.New("concord: removed from the cluster")
 	// ErrInvalidConfig is wrapped by Open's validation errors, which name
 	// the rule broken.

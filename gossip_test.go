@@ -114,12 +114,21 @@ func TestGossipGrowShrinkReclaim(t *testing.T) {
 	g.waitRoles(60*time.Second, rest, nil)
 	stop()
 	g.sameCluster("after")
+
+	// The reclaimed voter reopened on its data dir is added back as a
+	// learner, catches up and stops on its own removal.
+	n := g.open(victim)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := n.Ready(ctx); !errors.Is(err, concord.ErrRemoved) {
+		t.Fatalf("reclaimed voter %s reopened: Ready = %v, want ErrRemoved", victim, err)
+	}
 }
 
 // TestGossipReclaimedLearnerStopsRemoved: a learner reclaimed while it
-// was down, reopened on its data dir, learns that it was removed as it
-// catches up: Ready and its calls fail with ErrRemoved (and ErrStopped),
-// and Err says so.
+// was down, reopened on its data dir, is added back as a learner and
+// learns that it was removed as it catches up: Ready and its calls fail
+// with ErrRemoved (and ErrStopped), and Err says so.
 func TestGossipReclaimedLearnerStopsRemoved(t *testing.T) {
 	g := newGossipCluster(t, 3, 3)
 	for _, name := range names("g", 1, 4) {

@@ -81,7 +81,12 @@
 // progress (RecentActive: heard from within an election timeout; Match)
 // and plans one change:
 //
-//   - a gossip node joining this cluster is added as a learner;
+//   - a gossip node joining this cluster is added as a learner, and so is
+//     one that says it is a member but is not in the configuration, once
+//     it and this leader have been up for the stabilization time: a
+//     member reclaimed while down and back on its old raft state, which
+//     then catches up on its own removal and stops (raftnode.ErrRemoved)
+//     instead of waiting for a leader that never contacts it;
 //   - a learner alive in gossip and active in raft for the stabilization
 //     time, and caught up, is eligible; the voter count target is the
 //     largest odd number up to MaxVoters that the kept voters and the
@@ -98,6 +103,7 @@
 //
 // Raft ids of gossip members are random 64-bit values persisted in the
 // DataDir; a member that left cannot reopen its DataDir, so ids are never
-// reused. Static members keep ids derived from their names, as every
+// given to another node (a reclaimed member is added back under its own
+// id only to learn of its removal, above). Static members keep ids derived from their names, as every
 // static member must compute the others' without talking.
 package membership

@@ -166,11 +166,23 @@ func plan(w world) change {
 			return c
 		}
 	}
-	// Add one gossip node waiting to join this cluster as a learner.
+	// Add one gossip node waiting to join this cluster as a learner. A
+	// node that says it is a member but is not one was removed (reclaimed
+	// while it was down) and came back on its old raft state: nobody
+	// contacts an id out of the configuration, so it would wait for a
+	// leader for ever. Added back, it catches up, applies its own removal
+	// and stops with raftnode.ErrRemoved (the learner left behind is
+	// reclaimed in turn). Only after Stabilization, as seen alive and by
+	// this leader: a new leader's configuration may lag what it commits.
 	var joiners []NodeInfo
 	for id, g := range w.gossip {
 		m := g.Meta
-		if g.State == StateAlive && m.Phase == PhaseJoining && m.Cluster == w.cluster && m.PeerAddr != "" && !member(id) {
+		if g.State != StateAlive || m.Cluster != w.cluster || m.PeerAddr == "" || member(id) {
+			continue
+		}
+		stale := m.Phase == PhaseMember && w.now.Sub(g.Since) >= w.tuning.Stabilization &&
+			w.now.Sub(w.health.since) >= w.tuning.Stabilization
+		if m.Phase == PhaseJoining || stale {
 			joiners = append(joiners, g)
 		}
 	}

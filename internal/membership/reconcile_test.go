@@ -138,3 +138,32 @@ func TestPlanAddsJoiner(t *testing.T) {
 		t.Fatalf("joint: plan = %+v", c)
 	}
 }
+
+// TestPlanAddsBackRemovedMember: a node alive in gossip that says it is a
+// member of this cluster but is not in its configuration (removed while
+// it was down, back on its old state) is added back as a learner, so that
+// it learns of its removal; not before it has been alive, and this leader
+// has led, for Stabilization.
+func TestPlanAddsBackRemovedMember(t *testing.T) {
+	w := testWorld(alive(1), alive(2), alive(3))
+	back := NodeInfo{Name: "back", State: StateAlive, Since: w.now.Add(-time.Second), Meta: Meta{ID: 12, Phase: PhaseMember, Cluster: 7, PeerAddr: "x:4"}}
+	w.gossip[12] = back
+	if c := plan(w); !c.empty() {
+		t.Fatalf("just back: plan = %+v", c)
+	}
+	back.Since = w.now.Add(-time.Minute)
+	w.gossip[12] = back
+	if c := plan(w); c.add != (raftnode.Peer{ID: 12, Addr: "x:4"}) {
+		t.Fatalf("back for a minute: plan = %+v", c)
+	}
+	w.health = newHealth(w.now.Add(-time.Second))
+	if c := plan(w); !c.empty() {
+		t.Fatalf("new leader: plan = %+v", c)
+	}
+	w.health = newHealth(w.now.Add(-time.Hour))
+	w.gossip[13] = NodeInfo{Name: "other", State: StateAlive, Since: w.now.Add(-time.Hour), Meta: Meta{ID: 13, Phase: PhaseMember, Cluster: 8, PeerAddr: "x:5"}}
+	delete(w.gossip, 12)
+	if c := plan(w); !c.empty() {
+		t.Fatalf("member of another cluster: plan = %+v", c)
+	}
+}
