@@ -138,7 +138,7 @@ func (a *applied) merge(b applied) {
 // change committed before it applies it). raft hands them again as
 // committed entries; apply skips them then.
 func (l *loop) ahead(rd *raft.Ready, last uint64) []*pb.Entry {
-	if l.state != raft.StateLeader || len(rd.Entries) == 0 || !l.loneVoter() {
+	if l.state != raft.StateLeader || len(rd.Entries) == 0 || !l.st.soleVoter(l.n.cfg.ID) {
 		return nil
 	}
 	term := l.rn.BasicStatus().HardState.GetTerm()
@@ -155,12 +155,6 @@ func (l *loop) ahead(rd *raft.Ready, last uint64) []*pb.Entry {
 		j++
 	}
 	return ents[i:j]
-}
-
-// loneVoter tells whether this peer is the only voter.
-func (l *loop) loneVoter() bool {
-	cs := l.st.confState()
-	return len(cs.GetVoters()) == 1 && cs.GetVoters()[0] == l.n.cfg.ID && len(cs.GetVotersOutgoing()) == 0
 }
 
 // finishApply publishes an apply whose transaction is committed: the

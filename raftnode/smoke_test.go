@@ -75,18 +75,9 @@ func TestLonePeerLeadsAtOnceAfterRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for round := range 2 {
-		net := transport.NewNetwork(1)
-		n, err := raftnode.Start(raftnode.Config{
-			ID: 1, DataDir: dir, Peers: []raftnode.Peer{{ID: 1, Addr: "mem://1"}},
-			Transport: net.Transport(1), Applier: &raftnodetest.KV{},
-			TickInterval: time.Hour,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = n.Propose(ctx, raftnodetest.PutCmd("k", fmt.Sprint(round)))
-		n.Stop()
-		net.Close()
+		n, stop := startLoneOnDisk(t, dir, func(c *raftnode.Config) { c.TickInterval = time.Hour })
+		_, err := n.Propose(ctx, raftnodetest.PutCmd("k", fmt.Sprint(round)))
+		stop()
 		if err != nil {
 			t.Fatalf("round %d: lone peer did not serve a proposal without ticks: %v", round, err)
 		}
@@ -103,26 +94,37 @@ func TestLonePeerRestartsAfterCompaction(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for round := range 3 {
-		net := transport.NewNetwork(1)
-		n, err := raftnode.Start(raftnode.Config{
-			ID: 1, DataDir: dir, Peers: []raftnode.Peer{{ID: 1, Addr: "mem://1"}},
-			Transport: net.Transport(1), Applier: &raftnodetest.KV{},
-			SnapshotEntries: 20, SnapshotCatchUpEntries: 5,
-		})
-		if err != nil {
-			net.Close()
-			t.Fatalf("round %d: start: %v", round, err)
-		}
+		n, stop := startLoneOnDisk(t, dir, func(c *raftnode.Config) { c.SnapshotEntries, c.SnapshotCatchUpEntries = 20, 5 })
 		for i := range 100 {
 			if _, err := n.Propose(ctx, raftnodetest.PutCmd(fmt.Sprint("k", round, "-", i), "v")); err != nil {
 				t.Fatalf("round %d: propose %d: %v", round, i, err)
 			}
 		}
 		_, count, err := raftnodetest.State(n.DB())
-		n.Stop()
-		net.Close()
+		stop()
 		if err != nil || count != uint64(100*(round+1)) {
 			t.Fatalf("round %d: %d commands applied (%v), want %d", round, count, err, 100*(round+1))
 		}
+	}
+}
+
+// startLoneOnDisk starts a lone peer on dir, its config changed by tweak;
+// stop stops it and its network.
+func startLoneOnDisk(t *testing.T, dir string, tweak func(*raftnode.Config)) (n *raftnode.Node, stop func()) {
+	t.Helper()
+	net := transport.NewNetwork(1)
+	cfg := raftnode.Config{
+		ID: 1, DataDir: dir, Peers: []raftnode.Peer{{ID: 1, Addr: "mem://1"}},
+		Transport: net.Transport(1), Applier: &raftnodetest.KV{},
+	}
+	tweak(&cfg)
+	n, err := raftnode.Start(cfg)
+	if err != nil {
+		net.Close()
+		t.Fatal(err)
+	}
+	return n, func() {
+		n.Stop()
+		net.Close()
 	}
 }
