@@ -113,8 +113,9 @@
 // leadership first, so that its removal is known committed) and tells
 // gossip, then closes. A member reclaimed while it was down and restarted
 // on its DataDir is added back as a learner until it has caught up on its
-// removal, then its calls fail with [ErrRemoved]; with an empty DataDir
-// it joins as a new member. [Node.Members] shows each member's role,
+// removal, then its calls fail with [ErrRemoved] (or, once the logs no
+// longer hold the removal, from a snapshot, and then it stays); with an
+// empty DataDir it joins as a new member. [Node.Members] shows each member's role,
 // gossip state and lag.
 //
 // # Consistency

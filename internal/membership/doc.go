@@ -86,7 +86,9 @@
 //     it and this leader have been up for the stabilization time: a
 //     member reclaimed while down and back on its old raft state, which
 //     then catches up on its own removal and stops (raftnode.ErrRemoved)
-//     instead of waiting for a leader that never contacts it;
+//     instead of waiting for a leader that never contacts it; if the
+//     members' logs no longer hold that removal, it catches up from a
+//     snapshot that holds the re-add instead, and stays as a member;
 //   - a learner alive in gossip and active in raft for the stabilization
 //     time, and caught up, is eligible; the voter count target is the
 //     largest odd number up to MaxVoters that the kept voters and the
@@ -104,6 +106,7 @@
 // Raft ids of gossip members are random 64-bit values persisted in the
 // DataDir; a member that left cannot reopen its DataDir, so ids are never
 // given to another node (a reclaimed member is added back under its own
-// id only to learn of its removal, above). Static members keep ids derived from their names, as every
-// static member must compute the others' without talking.
+// id, above, never under another's). Static members keep ids derived
+// from their names, as every static member must compute the others'
+// without talking.
 package membership
