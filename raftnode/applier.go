@@ -81,20 +81,19 @@ func (t *Txn) Get(key []byte) ([]byte, error) {
 // Set writes key=val. Neither slice may be changed until the entry's
 // transaction commits (after Apply returns raftnode owns them).
 func (t *Txn) Set(key, val []byte) error {
-	t.count(len(key) + len(val))
+	t.count(len(key), len(val))
 	return t.tooBig(t.txn.Set(key, val))
 }
 
 // Delete removes key.
 func (t *Txn) Delete(key []byte) error {
-	t.count(len(key))
+	t.count(len(key), 0)
 	return t.tooBig(t.txn.Delete(key))
 }
 
-func (t *Txn) count(bytes int) {
+func (t *Txn) count(klen, vlen int) {
 	if t.c != nil {
-		t.c.bytes += bytes
-		t.c.ops++
+		t.c.note(klen, vlen)
 	}
 }
 

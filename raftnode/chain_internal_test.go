@@ -21,7 +21,7 @@ func TestRestoreChainBoundsTxn(t *testing.T) {
 	val := make([]byte, size)
 	key := func(prefix string, i int) []byte { return fmt.Appendf(nil, "s/%s%03d", prefix, i) }
 
-	plain := newChain(db)
+	plain := newChain(db, dbCommitter{db})
 	for i := range n {
 		if err := plain.set(key("plain", i), val); err != nil {
 			t.Fatal(err)

@@ -47,11 +47,15 @@
 // # Durability and restarts
 //
 // Entries and hard state are synced before any message that depends on them
-// is sent and before any proposal is acknowledged: badger does not sync by
-// default, raftnode opens it with SyncWrites and writes each Ready (log,
-// hard state, applied state and applied index) in one transaction, so one
-// sync per Ready covers it all. A restart replays the log from the applied
-// index: it never applies an entry twice nor skips one.
+// is sent and before any proposal is acknowledged. Each Ready (log, hard
+// state, applied state and applied index) is written in one transaction,
+// so one sync covers it all. A Ready that only applies entries this peer
+// already holds on disk is not synced on its own: the next sync covers
+// it, and a crash before that replays it from the log. badger's Sync
+// covers only its active memtable, so raftnode never leaves a commit
+// unsynced across a memtable switch (writer.go). A restart replays the
+// log from the applied index: it never applies an entry twice nor skips
+// one.
 //
 // # Snapshots
 //

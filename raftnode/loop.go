@@ -299,8 +299,8 @@ func (l *loop) handleReady() error {
 		}
 	}
 	// 2. Persist Entries and HardState, and 4. apply CommittedEntries, in
-	// one transaction chain with the applied index: the DB syncs each
-	// commit, so one sync per Ready covers both. Committed entries may be
+	// one transaction chain with the applied index, so that one sync per
+	// Ready covers both. Committed entries may be
 	// among this Ready's Entries; they become durable together. A lone
 	// voter also applies the entries this Ready persists (see ahead).
 	var hs *pb.HardState
@@ -317,8 +317,9 @@ func (l *loop) handleReady() error {
 	if err != nil {
 		return fmt.Errorf("raftnode: apply: %w", err)
 	}
-	if ents := l.ahead(&rd, max(prev, a.last)); len(ents) > 0 {
-		b, err := l.apply(c, ents, max(prev, a.last))
+	ahead := l.ahead(&rd, max(prev, a.last))
+	if len(ahead) > 0 {
+		b, err := l.apply(c, ahead, max(prev, a.last))
 		if err != nil {
 			return fmt.Errorf("raftnode: apply: %w", err)
 		}
@@ -334,7 +335,16 @@ func (l *loop) handleReady() error {
 				return fmt.Errorf("raftnode: persist: %w", err)
 			}
 		}
-		if err := c.done(); err != nil {
+		// What this Ready's messages and results vouch for is synced now:
+		// entries, a term or vote, entries applied ahead. An apply alone
+		// is of entries already on disk (raft hands no other as
+		// committed once the Ready that carried them is persisted): it
+		// waits for the next sync, and a crash replays it from the log.
+		commit := c.done
+		if len(rd.Entries) == 0 && !mustSync && len(ahead) == 0 && !c.vlog {
+			commit = c.commitOnly
+		}
+		if err := commit(); err != nil {
 			return fmt.Errorf("raftnode: persist: %w", err)
 		}
 		l.st.markSaved(save)
@@ -411,7 +421,9 @@ func (l *loop) maybeCompact() error {
 		return err
 	}
 	meta := &pb.SnapshotMetadata{Index: new(point), Term: new(term), ConfState: l.st.confState()}
-	if err := l.st.compact(meta); err != nil {
+	c := l.n.newChain()
+	defer c.discard()
+	if err := l.st.compact(c, meta); err != nil {
 		return err
 	}
 	l.snapIdx = point

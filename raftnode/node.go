@@ -33,7 +33,9 @@ type Node struct {
 	status  atomic.Pointer[Status]
 	changed atomic.Pointer[chan struct{}] // closed on leader, role, term or conf change
 	log     *slog.Logger
-	commit  func(*badger.Txn) error // commits durably (SyncWrites); tests wrap it
+	commit  func(*badger.Txn) error // commits, unsynced; tests wrap it
+	sync    func(vlog bool) error   // syncs every commit so far (syncDB); tests wrap it
+	w       *writer                 // the raft goroutine's commits
 
 	propC    chan *proposal
 	recvC    chan *pb.Message
@@ -118,6 +120,7 @@ func start(cfg Config, db *badger.DB) (*Node, error) {
 		tmpDir:   tmpSnapDir,
 		log:      cfg.Logger,
 		commit:   (*badger.Txn).Commit,
+		sync:     func(vlog bool) error { return syncDB(db, vlog) },
 	}
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
@@ -125,6 +128,11 @@ func start(cfg Config, db *badger.DB) (*Node, error) {
 	if cfg.testHook != nil {
 		cfg.testHook(n)
 	}
+	w, err := newWriter(db, n.commit, n.sync)
+	if err != nil {
+		return nil, err
+	}
+	n.w = w
 	st, err := openStorage(db)
 	if err != nil {
 		return nil, err
@@ -146,11 +154,9 @@ func start(cfg Config, db *badger.DB) (*Node, error) {
 	return n, nil
 }
 
-// newChain begins a write chain committed through n.commit.
+// newChain begins a write chain committed through the peer's writer.
 func (n *Node) newChain() *chain {
-	c := newChain(n.db)
-	c.commit = n.commit
-	return c
+	return newChain(n.db, n.w)
 }
 
 // ID returns this peer's raft id.

@@ -183,7 +183,7 @@ func (n *Node) restore(path string, meta *pb.SnapshotMetadata) error {
 	if err != nil {
 		return err
 	}
-	if err := n.db.Update(func(txn *badger.Txn) error { return txn.Set(schema.Restoring, marker) }); err != nil {
+	if err := n.update(func(txn *badger.Txn) error { return txn.Set(schema.Restoring, marker) }); err != nil {
 		return err
 	}
 	f, err := os.Open(path)
@@ -206,7 +206,7 @@ func (n *Node) restore(path string, meta *pb.SnapshotMetadata) error {
 	if err := n.st.installSnapshot(c, meta); err != nil {
 		return err
 	}
-	if err := n.db.Update(func(txn *badger.Txn) error { return txn.Delete(schema.Restoring) }); err != nil {
+	if err := n.update(func(txn *badger.Txn) error { return txn.Delete(schema.Restoring) }); err != nil {
 		return err
 	}
 	cs := &pb.ConfState{}
@@ -217,6 +217,17 @@ func (n *Node) restore(path string, meta *pb.SnapshotMetadata) error {
 	n.applied.Store(applied)
 	os.Remove(path)
 	return nil
+}
+
+// update runs f in a transaction of the peer's writer, committed and
+// synced.
+func (n *Node) update(f func(*badger.Txn) error) error {
+	c := n.newChain()
+	defer c.discard()
+	if err := f(c.txn); err != nil {
+		return err
+	}
+	return c.done()
 }
 
 // restoreFrom loads a snapshot stream and returns its applied index.
@@ -268,7 +279,9 @@ func (n *Node) restoreFrom(r *bufio.Reader) (uint64, error) {
 	if err := c.done(); err != nil {
 		return 0, err
 	}
-	if err := n.cfg.Applier.Restore(n.db, r); err != nil {
+	err = n.cfg.Applier.Restore(n.db, r)
+	n.w.forget() // written around the writer, and badger may have rotated
+	if err != nil {
 		return 0, fmt.Errorf("raftnode: applier restore: %w", err)
 	}
 	return hdr.GetAppliedIndex(), nil

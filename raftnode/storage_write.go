@@ -11,21 +11,30 @@ import (
 )
 
 // chain is a sequence of badger transactions used as one ordered write
-// batch: when a transaction fills up it is committed and a new one begun.
-// The DB syncs every commit (SyncWrites), so a crash keeps a prefix of the
-// chain: raft tolerates a log that ends early (those entries were never
-// acknowledged), and applied state always commits with its applied index.
+// batch: when a transaction fills up it is committed and synced, and a new
+// one begun. So a crash keeps a prefix of the chain: raft tolerates a log
+// that ends early (those entries were never acknowledged), and applied
+// state always commits with its applied index.
 type chain struct {
-	db     *badger.DB
-	txn    *badger.Txn
-	commit func(*badger.Txn) error // makes txn durable; Node.commit
-	limit  int                     // if > 0, rotate before txn holds more key and value bytes
-	bytes  int                     // keys and values set in txn
-	ops    int                     // sets and deletes in txn
+	db    *badger.DB
+	txn   *badger.Txn
+	w     committer
+	vlog  bool  // a value set since the last sync may be in the value log
+	est   int64 // upper bound of what txn adds to badger's memtable
+	limit int   // if > 0, rotate before txn holds more key and value bytes
+	bytes int   // keys and values set in txn
+	ops   int   // sets and deletes in txn
 }
 
-func newChain(db *badger.DB) *chain {
-	return &chain{db: db, txn: db.NewTransaction(true), commit: (*badger.Txn).Commit}
+// committer commits a chain's transactions: a Node's writer, or a
+// dbCommitter.
+type committer interface {
+	commit(txn *badger.Txn, est int64) error // commits txn, unsynced
+	flush(vlog bool) error                   // syncs every commit so far
+}
+
+func newChain(db *badger.DB, w committer) *chain {
+	return &chain{db: db, txn: db.NewTransaction(true), w: w}
 }
 
 // restoreTxnBytes caps the keys and values one transaction of a restore's
@@ -35,10 +44,10 @@ func newChain(db *badger.DB) *chain {
 // whole state in memory until its one commit.
 const restoreTxnBytes = 4 << 20
 
-// newRestoreChain returns a chain that also rotates every restoreTxnBytes,
-// for writes of unbounded size such as a snapshot's state.
+// newRestoreChain returns a chain straight to db that also rotates every
+// restoreTxnBytes, for writes of unbounded size such as a snapshot's state.
 func newRestoreChain(db *badger.DB) *chain {
-	c := newChain(db)
+	c := newChain(db, dbCommitter{db})
 	c.limit = restoreTxnBytes
 	return c
 }
@@ -56,8 +65,7 @@ func (c *chain) set(k, v []byte) error {
 		}
 	}
 	if err == nil {
-		c.bytes += len(k) + len(v)
-		c.ops++
+		c.note(len(k), len(v))
 	}
 	return err
 }
@@ -70,24 +78,51 @@ func (c *chain) delete(k []byte) error {
 		}
 	}
 	if err == nil {
-		c.bytes += len(k)
-		c.ops++
+		c.note(len(k), 0)
 	}
 	return err
 }
 
-// rotate commits the current transaction and begins the next.
+// note counts a set (or, with no value, a delete) made in c.txn.
+func (c *chain) note(klen, vlen int) {
+	c.bytes += klen + vlen
+	c.ops++
+	c.est += int64(klen+vlen) + memEntryOverhead
+	c.vlog = c.vlog || int64(vlen) >= c.db.Opts().ValueThreshold
+}
+
+// rotate commits and syncs the current transaction and begins the next.
 func (c *chain) rotate() error {
-	if err := c.commit(c.txn); err != nil {
+	if err := c.done(); err != nil {
 		return err
 	}
-	c.txn, c.bytes, c.ops = c.db.NewTransaction(true), 0, 0
+	c.txn, c.bytes, c.ops, c.est = c.db.NewTransaction(true), 0, 0, 0
 	return nil
 }
 
-// done commits the last transaction; the chain is spent after it.
-func (c *chain) done() error { return c.commit(c.txn) }
-func (c *chain) discard()    { c.txn.Discard() }
+// done commits the last transaction and syncs; the chain is spent after
+// it unless rotate goes on with it.
+func (c *chain) done() error {
+	if err := c.commitOnly(); err != nil {
+		return err
+	}
+	return c.flush()
+}
+
+// commitOnly commits the last transaction without syncing: its effects
+// are visible, and durable after the next flush of the same writer.
+func (c *chain) commitOnly() error { return c.w.commit(c.txn, c.est) }
+
+// flush syncs every commit of the chain's writer so far.
+func (c *chain) flush() error {
+	if err := c.w.flush(c.vlog); err != nil {
+		return err
+	}
+	c.vlog = false
+	return nil
+}
+
+func (c *chain) discard() { c.txn.Discard() }
 func (c *chain) setProto(k []byte, m proto.Message) error {
 	b, err := proto.Marshal(m)
 	if err != nil {
@@ -173,8 +208,9 @@ func (s *storage) appended(ents []*pb.Entry, hs *pb.HardState) {
 }
 
 // compact records meta as the newest snapshot point and deletes the log up
-// to and including meta.Index. The caller guarantees meta.Index is applied.
-func (s *storage) compact(meta *pb.SnapshotMetadata) error {
+// to and including meta.Index, through c, which it commits and syncs. The
+// caller guarantees meta.Index is applied.
+func (s *storage) compact(c *chain, meta *pb.SnapshotMetadata) error {
 	s.mu.Lock()
 	from := s.snap.GetIndex() + 1
 	hs := proto.Clone(s.hs).(*pb.HardState)
@@ -185,8 +221,6 @@ func (s *storage) compact(meta *pb.SnapshotMetadata) error {
 	if meta.GetIndex() < from || meta.GetIndex() > hs.GetCommit() {
 		return nil
 	}
-	c := newChain(s.db)
-	defer c.discard()
 	if err := c.setProto(schema.RaftSnapshot, meta); err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,9 +22,11 @@ import (
 // These tests prove that raftnode fsyncs the raft state it wrote to badger
 // before anything that depends on it leaves the peer: an acknowledged
 // proposal, an entry applied, an append response or a granted vote. They
-// wrap each node's commit function (through Config.testHook) so that it
-// records what badger holds once a commit succeeded: the DB runs with
-// SyncWrites (see TestSyncWritesOn), so every commit so far is on disk then.
+// wrap each node's sync function (through Config.testHook) so that it
+// records what badger held when a sync began (badger runs without
+// SyncWrites: a sync makes every commit before it durable), and its
+// commit function, to check that no commit left unsynced ends up behind a
+// memtable badger has rotated past (see writer.go).
 // TestSyncCallsReachTheDisk checks the syscalls themselves.
 
 // syncProbe watches one peer's syncs. It survives the peer's restarts.
@@ -35,6 +38,10 @@ type syncProbe struct {
 	failAt int           // if > 0, the failAt-th sync and all later ones fail
 	failed bool
 
+	commits   int // commits
+	deferred  int // commits made while an earlier one was unsynced
+	rotations int // memtable rotations seen at a commit
+
 	bad     []string // ordering violations seen
 	appResp int      // MsgAppResp checked
 	voteRsp int      // granted MsgVoteResp checked
@@ -42,9 +49,9 @@ type syncProbe struct {
 
 var errSyncInjected = errors.New("injected sync failure")
 
-// hook is a Config.testHook: it wraps the node's commit. The raft state the
-// node starts from counts as durable: it was read back from disk, after a
-// clean Stop (badger's Close syncs) or a fresh start.
+// hook is a Config.testHook: it wraps the node's commit and sync. The raft
+// state the node starts from counts as durable: it was read back from
+// disk, after a clean Stop (badger's Close syncs) or a fresh start.
 func (p *syncProbe) hook(n *Node) {
 	last, hs, err := syncCandidate(n.db)
 	if err != nil {
@@ -53,29 +60,54 @@ func (p *syncProbe) hook(n *Node) {
 	p.mu.Lock()
 	p.synced, p.hs = last, hs
 	p.mu.Unlock()
-	inner := n.commit
-	n.commit = func(txn *badger.Txn) error {
+	innerSync := n.sync
+	n.sync = func(vlog bool) error {
 		p.mu.Lock()
 		fail := p.failAt > 0 && p.calls+1 >= p.failAt
 		p.failed = p.failed || fail
 		p.mu.Unlock()
 		if fail {
-			txn.Discard()
-			return errSyncInjected // as if the synced write failed: nothing is durable
+			return errSyncInjected // as if the sync failed: nothing since the last one is durable
 		}
-		if err := inner(txn); err != nil {
-			return err
-		}
-		// Every commit syncs (SyncWrites), so everything in badger now is
-		// durable.
 		last, hs, err := syncCandidate(n.db)
 		if err != nil {
+			return err
+		}
+		if err := innerSync(vlog); err != nil {
 			return err
 		}
 		p.mu.Lock()
 		p.calls++
 		p.synced, p.hs = last, hs
 		p.mu.Unlock()
+		return nil
+	}
+	innerCommit := n.commit
+	n.commit = func(txn *badger.Txn) error {
+		unsynced := n.w != nil && n.w.pending
+		before, err := newestMemFile(n.db.Opts().Dir)
+		if err != nil {
+			return err
+		}
+		if err := innerCommit(txn); err != nil {
+			return err
+		}
+		after, err := newestMemFile(n.db.Opts().Dir)
+		if err != nil {
+			return err
+		}
+		p.mu.Lock()
+		p.commits++
+		if unsynced {
+			p.deferred++
+		}
+		if after != before {
+			p.rotations++
+		}
+		p.mu.Unlock()
+		if unsynced && after != before {
+			p.violation("badger rotated its memtable (%d to %d) at a commit while an earlier commit was unsynced (fill %d of %d, fid %d)", before, after, n.w.fill, n.w.limit, n.w.fid)
+		}
 		return nil
 	}
 }
@@ -177,10 +209,15 @@ type syncPeers struct {
 	peers  []Peer
 	probes []*syncProbe
 	nodes  []*Node
+	opts   func(badger.Options) badger.Options
 }
 
-func newSyncPeers(t *testing.T, count int) *syncPeers {
-	s := &syncPeers{t: t, dir: t.TempDir(), net: transport.NewNetwork(1)}
+func newSyncPeers(t *testing.T, count int) *syncPeers { return newSyncPeersWith(t, count, nil) }
+
+// newSyncPeersWith starts count probed peers whose badger options opts
+// adjusts (if not nil).
+func newSyncPeersWith(t *testing.T, count int, opts func(badger.Options) badger.Options) *syncPeers {
+	s := &syncPeers{t: t, dir: t.TempDir(), net: transport.NewNetwork(1), opts: opts}
 	for i := range count {
 		s.peers = append(s.peers, Peer{ID: uint64(i + 1), Addr: fmt.Sprintf("mem://%d", i+1)})
 		s.probes = append(s.probes, &syncProbe{})
@@ -211,6 +248,7 @@ func (s *syncPeers) start(i int) {
 		ElectionTicks:  10,
 		HeartbeatTicks: 1,
 		testHook:       p.hook,
+		BadgerOptions:  s.opts,
 	})
 	if err != nil {
 		s.t.Fatalf("start peer %d: %v", i+1, err)
@@ -395,30 +433,19 @@ func TestSyncFailureBlocksAck(t *testing.T) {
 	}
 }
 
-// TestSyncWritesOn: badger does not sync by default (its commits reach the
-// OS, not the disk); raftnode opens it with SyncWrites, so every commit is
-// on disk when it returns, and every proposal is acknowledged only after a
-// commit that covers its entry.
-func TestSyncWritesOn(t *testing.T) {
+// TestEachAckAfterItsSync: badger does not sync by default (its commits
+// reach the OS, not the disk), and raftnode opens it so; it syncs itself,
+// and acknowledges every proposal only after a sync that covers its entry.
+func TestEachAckAfterItsSync(t *testing.T) {
 	if badger.DefaultOptions(t.TempDir()).SyncWrites {
 		t.Fatal("badger now syncs by default: revisit db.go")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	p := &syncProbe{}
-	net := transport.NewNetwork(1)
-	defer net.Close()
-	n, err := Start(Config{
-		ID: 1, DataDir: t.TempDir(), Peers: []Peer{{ID: 1, Addr: "mem://1"}},
-		Transport: net.Transport(1), Applier: indexApplier{p},
-		testHook: p.hook,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Stop()
-	if opts := n.DB().Opts(); !opts.SyncWrites || opts.InMemory {
-		t.Fatalf("badger SyncWrites=%v InMemory=%v, want an on-disk DB that syncs every commit", opts.SyncWrites, opts.InMemory)
+	n := startLoneProbed(t, p)
+	if opts := n.DB().Opts(); opts.InMemory {
+		t.Fatal("an on-disk peer's DB is in memory")
 	}
 	for k := range 20 {
 		before, _ := p.state()
@@ -429,8 +456,38 @@ func TestSyncWritesOn(t *testing.T) {
 		after, synced := p.state()
 		idx, _ := schema.ParseU64(res)
 		if after == before || synced < idx {
-			t.Fatalf("proposal %d (entry %d) acknowledged after %d new commits, synced to %d", k, idx, after-before, synced)
+			t.Fatalf("proposal %d (entry %d) acknowledged after %d new syncs, synced to %d", k, idx, after-before, synced)
 		}
+	}
+}
+
+// TestUnsyncedApplyStaysInOneMemtable: followers leave the apply of
+// entries they already hold unsynced until the next sync, but never across
+// a memtable rotation: with 256 KiB memtables, thousands of proposals
+// rotate them again and again, and no commit finds a rotation while an
+// earlier one is unsynced. The probes also check every acknowledgement,
+// append response and vote against what was synced.
+func TestUnsyncedApplyStaysInOneMemtable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s := newSyncPeersWith(t, 3, func(o badger.Options) badger.Options {
+		return o.WithMemTableSize(256 << 10).WithValueThreshold(16 << 10)
+	})
+	s.waitLeader(ctx)
+	s.propose(ctx, strings.Repeat("m", 1000), 3000) // about 2 KiB per proposal and peer
+	var deferred, rotations int
+	for i, p := range s.probes {
+		p.mu.Lock()
+		t.Logf("peer %d: %d commits, %d of them after an unsynced one, %d rotations, %d syncs", i+1, p.commits, p.deferred, p.rotations, p.calls)
+		for _, b := range p.bad {
+			t.Errorf("peer %d: %s", i+1, b)
+		}
+		deferred += p.deferred
+		rotations += p.rotations
+		p.mu.Unlock()
+	}
+	if deferred == 0 || rotations < 3 {
+		t.Fatalf("%d commits after an unsynced one and %d rotations: the test proved nothing", deferred, rotations)
 	}
 }
 

@@ -1,0 +1,176 @@
+package raftnode
+
+import (
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// writer commits the raft goroutine's transactions to badger, which runs
+// without SyncWrites. A commit is synced before anything that depends on
+// it leaves the peer: raft log entries, a term or vote, a lone voter's
+// entries applied ahead, values in the value log. An apply of entries
+// this peer already holds on disk is left to the next sync: after a
+// crash the log replays it. On a three-peer cluster that halves the
+// syncs of a write.
+//
+// badger's Sync covers only the active memtable (and value-log file): a
+// commit left unsynced in a memtable badger then rotated past could be
+// lost to a power cut while a later, synced commit survives, leaving a
+// hole in the applied state. badger rotates when a write finds the
+// memtable full, so the writer keeps an upper bound of the memtable's
+// fill, from the size of what it writes, and syncs what is pending before
+// any commit that could find the memtable full. It learns of a rotation
+// from the memtable file badger creates for it; until it has seen one
+// (after a restore, which rotates behind its back) it syncs every commit.
+type writer struct {
+	dir     string
+	limit   int64                   // badger's MemTableSize
+	commitF func(*badger.Txn) error // Node.commit
+	syncF   func(vlog bool) error   // Node.sync
+	fill    int64                   // upper bound of the active memtable's size; < 0: unknown
+	fid     int                     // newest memtable file seen
+	pending bool                    // some commit is not synced yet
+}
+
+// Upper bounds of what badger adds to a memtable (skiplist arena and
+// write-ahead log alike): per key, beside the key and value (a node of at
+// most 103 bytes, an 8-byte version, a 3-byte value header); per commit
+// (the transaction's end marker, in the log only); a fresh memtable.
+const (
+	memEntryOverhead  = 128
+	memCommitOverhead = 256
+	memBase           = 256
+)
+
+func newWriter(db *badger.DB, commit func(*badger.Txn) error, sync func(bool) error) (*writer, error) {
+	w := &writer{dir: db.Opts().Dir, limit: db.Opts().MemTableSize, commitF: commit, syncF: sync, fill: -1}
+	if db.Opts().InMemory {
+		w.fill, w.limit = 0, math.MaxInt64 // nothing to sync
+		return w, nil
+	}
+	fid, err := newestMemFile(w.dir)
+	if err != nil {
+		return nil, err
+	}
+	// badger's Open starts a fresh memtable, and nothing has written since.
+	w.fid, w.fill = fid, memBase
+	return w, nil
+}
+
+// commit commits txn, which adds at most est bytes to the memtable,
+// without syncing it.
+func (w *writer) commit(txn *badger.Txn, est int64) error {
+	est += memCommitOverhead
+	risky := w.fill < 0 || w.fill+est >= w.limit
+	if risky && w.pending {
+		if err := w.flush(false); err != nil {
+			txn.Discard()
+			return err
+		}
+	}
+	if err := w.commitF(txn); err != nil {
+		return err
+	}
+	w.pending = true
+	if !risky {
+		w.fill += est
+		return nil
+	}
+	if w.dir == "" {
+		return nil
+	}
+	fid, err := newestMemFile(w.dir)
+	if err != nil {
+		return err
+	}
+	switch {
+	case fid != w.fid: // badger rotated for this commit: it alone is in the new memtable
+		w.fid, w.fill = fid, memBase+est
+	case w.fill >= 0:
+		w.fill += est
+	}
+	return nil
+}
+
+// flush syncs every commit so far.
+func (w *writer) flush(vlog bool) error {
+	if err := w.syncF(vlog); err != nil {
+		return err
+	}
+	w.pending = false
+	return nil
+}
+
+// forget drops what the writer knows of the memtable, after writes that
+// did not go through it (a restore).
+func (w *writer) forget() { w.fill = -1 }
+
+// newestMemFile returns the number of badger's newest memtable file in dir.
+func newestMemFile(dir string) (int, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	newest := -1
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), ".mem")
+		if !ok {
+			continue
+		}
+		if fid, err := strconv.Atoi(name); err == nil && fid > newest {
+			newest = fid
+		}
+	}
+	return newest, nil
+}
+
+// syncDB makes every commit so far durable. badger's Sync covers the
+// active memtable and value-log file; with vlog set, some value went to
+// the value log since the last sync and may have filled a file badger
+// has moved past (it syncs a full one only under SyncWrites), so every
+// value-log file is synced as well.
+func syncDB(db *badger.DB, vlog bool) error {
+	if db.Opts().InMemory {
+		return nil
+	}
+	if err := db.Sync(); err != nil {
+		return err
+	}
+	if !vlog {
+		return nil
+	}
+	paths, err := filepath.Glob(filepath.Join(db.Opts().ValueDir, "*.vlog"))
+	if err != nil {
+		return err
+	}
+	for _, p := range paths {
+		if err := syncFile(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func syncFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// dbCommitter commits and syncs straight to a DB, for a chain written
+// outside the raft goroutine's writer (an Applier's restore).
+type dbCommitter struct{ db *badger.DB }
+
+func (d dbCommitter) commit(txn *badger.Txn, _ int64) error { return txn.Commit() }
+func (d dbCommitter) flush(vlog bool) error                 { return syncDB(d.db, vlog) }
