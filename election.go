@@ -267,17 +267,23 @@ func (e *Election[T]) IsLeader() bool {
 }
 
 // Key returns this campaigner's key, or "" when it neither campaigns nor
-// leads.
+// leads, or its session has ended.
 func (e *Election[T]) Key() string {
+	if electSessionDone(e.s) {
+		return ""
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.key
 }
 
 // Token returns the create revision of this campaigner's key (its
-// fencing token once elected), or 0 when it neither campaigns nor leads.
-// It does no I/O.
+// fencing token once elected), or 0 when it neither campaigns nor leads,
+// or its session has ended. It does no I/O.
 func (e *Election[T]) Token() int64 {
+	if electSessionDone(e.s) {
+		return 0
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.rev

@@ -151,13 +151,14 @@ func (m *Mutex) Unlock(ctx context.Context) error {
 
 // Token returns the fencing token of the current holding: the create
 // revision of the Mutex's key, strictly greater than every earlier
-// holder's. It is 0 when the Mutex does not hold the lock. It does no I/O.
-func (m *Mutex) Token() int64 { return m.st.held() }
+// holder's. It is 0 when the Mutex does not hold the lock, or its session
+// has ended. It does no I/O and never blocks.
+func (m *Mutex) Token() int64 { return m.st.held(m.q.s) }
 
 // Key returns the key the Mutex holds the lock with (name/<lease>-<id>),
 // or "" when it does not hold it. It does no I/O.
 func (m *Mutex) Key() string {
-	if m.st.held() == 0 {
+	if m.st.held(m.q.s) == 0 {
 		return ""
 	}
 	return m.q.key
@@ -167,4 +168,4 @@ func (m *Mutex) Key() string {
 // CreateRevision(Key()) = Token(). Put it in a Txn's If to write only
 // while the lock is held. When the Mutex does not hold the lock the
 // compare never holds. It does no I/O.
-func (m *Mutex) IsOwner() Cmp { return m.q.ownerCmp(m.st.held()) }
+func (m *Mutex) IsOwner() Cmp { return m.q.ownerCmp(m.st.held(m.q.s)) }

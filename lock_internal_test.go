@@ -110,3 +110,74 @@ func TestRWMutexLeftoverReadKeyNotUpgraded(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestLockAccessorsAnswerDuringUnlock: Token, Key and IsOwner do no I/O
+// and never block, also while an Unlock of the same Mutex waits for its
+// commit: they still report the holding, which lasts until the delete
+// commits.
+func TestLockAccessorsAnswerDuringUnlock(t *testing.T) {
+	ctx, _, s := lockOpenSolo(t)
+	m := NewMutex(s, "busy")
+	if err := m.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	token := m.Token()
+	inTxn, proceed := make(chan struct{}), make(chan struct{})
+	m.st.beforeRelease = func() {
+		close(inTxn)
+		<-proceed
+	}
+	unlocked := make(chan error, 1)
+	go func() { unlocked <- m.Unlock(ctx) }()
+	<-inTxn
+	answered := make(chan int64, 1)
+	go func() {
+		_ = m.Key()
+		_ = m.IsOwner()
+		answered <- m.Token()
+	}()
+	select {
+	case got := <-answered:
+		if got != token {
+			t.Errorf("Token during the Unlock = %d, want %d (still held)", got, token)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("Token, Key and IsOwner blocked while the Unlock was in flight")
+	}
+	close(proceed)
+	if err := <-unlocked; err != nil {
+		t.Fatal(err)
+	}
+	if m.Token() != 0 || m.Key() != "" {
+		t.Fatalf("after Unlock: Token %d, Key %q; want 0 and empty", m.Token(), m.Key())
+	}
+}
+
+// TestLockTokenEndsWithSession: once the holder's session has ended (its
+// lease revoked, so its keys are gone), Token is 0 and Key is empty, for
+// a Mutex and for an elected campaigner, as IsLeader already says.
+func TestLockTokenEndsWithSession(t *testing.T) {
+	ctx, n, s := lockOpenSolo(t)
+	m := NewMutex(s, "gone")
+	if err := m.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e := NewElection[string](s, "gone-el")
+	if err := e.Campaign(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if m.Token() == 0 || e.Token() == 0 {
+		t.Fatalf("held: Mutex token %d, election token %d; want both set", m.Token(), e.Token())
+	}
+	if err := n.Revoke(ctx, s.Lease()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.Done():
+	case <-ctx.Done():
+		t.Fatal("session not done after its lease was revoked")
+	}
+	if m.Token() != 0 || m.Key() != "" || e.Token() != 0 || e.Key() != "" {
+		t.Fatalf("after the session ended: Mutex %d %q, election %d %q; want 0 and empty", m.Token(), m.Key(), e.Token(), e.Key())
+	}
+}

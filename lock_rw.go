@@ -62,7 +62,7 @@ func (rw *RWMutex) Unlock(ctx context.Context) error {
 
 // IsOwner returns a compare that holds while this RWMutex holds its read
 // or write lock; see Mutex.IsOwner.
-func (rw *RWMutex) IsOwner() Cmp { return rw.q.ownerCmp(rw.st.held()) }
+func (rw *RWMutex) IsOwner() Cmp { return rw.q.ownerCmp(rw.st.held(rw.q.s)) }
 
 func (rw *RWMutex) lock(ctx context.Context, mode string) error {
 	if err := rw.st.begin("RWMutex", rw.q.pfx); err != nil {

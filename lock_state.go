@@ -13,6 +13,8 @@ type lockState struct {
 	busy   bool   // guarded by mu: an acquire is running or the lock is held
 	rev    int64  // guarded by mu: the held key's create revision; 0 = not held
 	record string // guarded by mu: Mutex: the lock-delay record it wrote
+
+	beforeRelease func() // tests: runs as release starts its round trip
 }
 
 // begin marks an acquire as running; it fails if one runs or the lock is
@@ -37,8 +39,14 @@ func (st *lockState) end(rev int64, record string, err error) {
 	st.busy, st.rev, st.record = err == nil, rev, record
 }
 
-// held returns the held key's create revision, 0 if none.
-func (st *lockState) held() int64 {
+// held returns the held key's create revision, 0 if none or if s, the
+// holder's session, has ended (its keys go with its lease).
+func (st *lockState) held(s *Session) int64 {
+	select {
+	case <-s.Done():
+		return 0
+	default:
+	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	return st.rev
@@ -46,20 +54,30 @@ func (st *lockState) held() int64 {
 
 // release deletes q's held key, with extra(record) in the same txn, if it
 // is still the one held; nothing if nothing is held. On an error the
-// holding stays, for a retry.
+// holding stays, for a retry. mu is not held across the round trip, so
+// Token and IsOwner answer meanwhile (the holding lasts until the delete
+// commits); a concurrent release finds the key gone and changes nothing.
 func (st *lockState) release(ctx context.Context, q *lockQueue, extra func(record string) []Op) error {
 	st.mu.Lock()
-	defer st.mu.Unlock()
-	if st.rev == 0 {
+	rev, record := st.rev, st.record
+	st.mu.Unlock()
+	if rev == 0 {
 		return nil
 	}
 	ops := []Op{OpDelete(q.key)}
 	if extra != nil {
-		ops = append(ops, extra(st.record)...)
+		ops = append(ops, extra(record)...)
 	}
-	if _, err := q.s.n.Txn(ctx).If(q.ownerCmp(st.rev)).Then(ops...).Commit(); err != nil {
+	if st.beforeRelease != nil {
+		st.beforeRelease()
+	}
+	if _, err := q.s.n.Txn(ctx).If(q.ownerCmp(rev)).Then(ops...).Commit(); err != nil {
 		return err
 	}
-	st.busy, st.rev, st.record = false, 0, ""
+	st.mu.Lock()
+	if st.rev == rev {
+		st.busy, st.rev, st.record = false, 0, ""
+	}
+	st.mu.Unlock()
 	return nil
 }

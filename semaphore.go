@@ -53,11 +53,11 @@ func (sem *Semaphore) Release(ctx context.Context) error {
 }
 
 // Token returns the create revision of the held slot's key (0 if none).
-func (sem *Semaphore) Token() int64 { return sem.st.held() }
+func (sem *Semaphore) Token() int64 { return sem.st.held(sem.q.s) }
 
 // IsOwner returns a compare that holds while this Semaphore holds its
 // slot; see Mutex.IsOwner.
-func (sem *Semaphore) IsOwner() Cmp { return sem.q.ownerCmp(sem.st.held()) }
+func (sem *Semaphore) IsOwner() Cmp { return sem.q.ownerCmp(sem.st.held(sem.q.s)) }
 
 func (sem *Semaphore) acquire(ctx context.Context, wait bool) error {
 	if sem.limit < 1 {
