@@ -40,7 +40,8 @@ func TestLockSafetyNegativeControl(t *testing.T) {
 			t.Fatal(err)
 		}
 		v := read(n1, counter) // a computes its increment...
-		paused.Orphan()        // ...and pauses: no more keep-alives
+		tokA, ownA := a.Token(), a.IsOwner()
+		paused.Orphan() // ...and pauses: no more keep-alives (a's Token is 0 from here)
 
 		b := concord.NewMutex(lockSession(t, n2), "neg/lock")
 		if err := b.Lock(ctx); err != nil { // granted once a's lease expired
@@ -61,21 +62,22 @@ func TestLockSafetyNegativeControl(t *testing.T) {
 			t.Fatal(err)
 		}
 
-		// a resumes, still believing it holds, and writes v+1.
-		ops := incr("a", v, a.Token())
+		// a resumes, still believing it holds with the token and compare
+		// it took before its pause, and writes v+1.
+		ops := incr("a", v, tokA)
 		switch guard {
 		case "none":
 			if _, err := n1.Txn(ctx).Then(ops...).Commit(); err != nil {
 				t.Fatal(err)
 			}
 		case "IsOwner":
-			resp, err := n1.Txn(ctx).If(a.IsOwner()).Then(ops...).Commit()
+			resp, err := n1.Txn(ctx).If(ownA).Then(ops...).Commit()
 			if err != nil || resp.Succeeded {
 				t.Fatalf("guarded by IsOwner, a's late write went through: %v", err)
 			}
 			delete(acked, counter+"-ops/a-1")
 		case "Fence":
-			_, err := f.Do(ctx, a.Token(), ops...)
+			_, err := f.Do(ctx, tokA, ops...)
 			wantErr(t, err, concord.ErrStaleToken)
 			delete(acked, counter+"-ops/a-1")
 		}
