@@ -69,6 +69,18 @@ func TestBadInputChangesNothing(t *testing.T) {
 			return err
 		}},
 		"cas empty key": {concord.ErrEmptyKey, func() error { _, err := n.CompareAndSwap(ctx, "", "a", "b"); return err }},
+		"sort target": {concord.ErrInvalidRequest, func() error {
+			_, err := n.Get(ctx, "k", concord.WithPrefix(), concord.WithSort(concord.SortTarget(99), concord.SortAscend))
+			return err
+		}},
+		"sort order": {concord.ErrInvalidRequest, func() error {
+			_, err := n.Get(ctx, "k", concord.WithPrefix(), concord.WithSort(concord.SortByKey, concord.SortOrder(-7)))
+			return err
+		}},
+		"sort in a txn": {concord.ErrInvalidRequest, func() error {
+			_, err := n.Txn(ctx).Then(concord.OpPut("k", "w"), concord.OpGet("k", concord.WithSort(concord.SortByValue, concord.SortDescend+1))).Commit()
+			return err
+		}},
 		"cad empty key": {concord.ErrEmptyKey, func() error { _, err := n.CompareAndDelete(ctx, "", "a"); return err }},
 	} {
 		t.Run(name, func(t *testing.T) { unchanged(t, n, tc.want, tc.f) })
