@@ -123,6 +123,16 @@ func optionCodec[T any](c any, option string) Codec[T] {
 
 type wrongCodec[T any] struct{ err error }
 
+// codecErr returns the error of a codec optionCodec made for an option of
+// the wrong type, and nil for any other codec: for the calls that need
+// the codec only to decode, and must not wait for a value to find out.
+func codecErr[T any](c Codec[T]) error {
+	if w, ok := c.(wrongCodec[T]); ok {
+		return w.err
+	}
+	return nil
+}
+
 func (w wrongCodec[T]) Encode(T) ([]byte, error) { return nil, w.err }
 func (w wrongCodec[T]) Decode([]byte) (T, error) {
 	var zero T

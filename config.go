@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"net"
 	"time"
 
@@ -86,7 +87,9 @@ type Config struct {
 
 	// TickInterval is raft's clock tick. Default 100ms.
 	TickInterval time.Duration
-	// ElectionTicks is the election timeout, in ticks. Default 10.
+	// ElectionTicks is the election timeout, in ticks. Default 10. The
+	// election timeout, TickInterval × ElectionTicks, must be at most
+	// an eighth of the longest time.Duration (about 36 years).
 	ElectionTicks int
 	// HeartbeatTicks is the leader's heartbeat interval, in ticks.
 	// Default 1.
@@ -143,6 +146,9 @@ const (
 	defaultStabilizationTime      = 10 * time.Second
 	defaultDeadMemberReclaim      = 5 * time.Minute
 	maxBootstrapExpect            = 9
+	// The node waits up to 5 election timeouts (a keep-alive round), and
+	// raft up to 2: keep those multiples within a time.Duration.
+	maxElectionTimeout = time.Duration(math.MaxInt64 / 8)
 
 	// In memory, badger refuses values over 1 MiB, and a raft entry (a
 	// batch of requests, or one large request alone) is one value: keep
@@ -237,6 +243,8 @@ func (c *Config) validate() error {
 		return bad("TickInterval must be at least 1ms, got %v", c.TickInterval)
 	case c.HeartbeatTicks <= 0 || c.ElectionTicks <= c.HeartbeatTicks:
 		return bad("ElectionTicks (%d) must be greater than HeartbeatTicks (%d), which must be positive", c.ElectionTicks, c.HeartbeatTicks)
+	case time.Duration(c.ElectionTicks) > maxElectionTimeout/c.TickInterval: // c.TickInterval × ElectionTicks, without overflowing
+		return bad("TickInterval × ElectionTicks (the election timeout) must be at most %v, got %v × %d", maxElectionTimeout, c.TickInterval, c.ElectionTicks)
 	case c.SnapshotCatchUpEntries >= c.SnapshotEntries:
 		return bad("SnapshotCatchUpEntries (%d) must be below SnapshotEntries (%d)", c.SnapshotCatchUpEntries, c.SnapshotEntries)
 	case c.MaxRequestBytes < 0 || c.MaxRequestBytes > maxMaxRequestBytes:
@@ -265,6 +273,11 @@ func (c *Config) validate() error {
 	}
 	if c.PeerAddr == "" && (c.PeerTLS != nil || c.AdvertisePeerAddr != "") {
 		return bad("PeerTLS and AdvertisePeerAddr need PeerAddr: a node without one listens nowhere")
+	}
+	if c.AdvertisePeerAddr != "" {
+		if _, _, err := net.SplitHostPort(c.AdvertisePeerAddr); err != nil {
+			return bad("AdvertisePeerAddr must be host:port, got %q: %v", c.AdvertisePeerAddr, err)
+		}
 	}
 	return nil
 }

@@ -17,7 +17,7 @@ type electionOptions struct {
 // WithElectionCodec sets the Codec of the election's values. Default
 // JSON[T](). Its T must be the election's: with a codec of another type,
 // Campaign and Proclaim fail with ErrInvalidRequest and write nothing, and
-// Leader fails likewise.
+// Leader fails likewise, whether anyone leads or not.
 func WithElectionCodec[T any](c Codec[T]) ElectionOption {
 	return func(o *electionOptions) { o.codec = c }
 }
@@ -291,8 +291,13 @@ func (e *Election[T]) Token() int64 {
 
 // Leader returns the current leader (a linearizable read), or an error
 // wrapping ErrNoLeader when there is none. A value that does not decode
-// gives an error wrapping ErrDecode.
+// gives an error wrapping ErrDecode. A codec of another type than the
+// election's (WithElectionCodec) gives an error wrapping
+// ErrInvalidRequest, leader or not, without a read.
 func (e *Election[T]) Leader(ctx context.Context) (Leader[T], error) {
+	if err := codecErr(e.codec); err != nil {
+		return Leader[T]{}, fmt.Errorf("concord.Election.Leader: %w", err)
+	}
 	resp, err := e.n.Get(ctx, e.prefix, WithPrefix(), WithSort(SortByCreateRevision, SortAscend), WithLimit(1))
 	if err != nil {
 		return Leader[T]{}, fmt.Errorf("concord.Election.Leader: %w", err)

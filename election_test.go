@@ -256,4 +256,14 @@ func TestElectionCodec(t *testing.T) {
 	if w.Key() != "" {
 		t.Fatalf("a Campaign with a wrong codec left key %q", w.Key())
 	}
+	// Leader fails alike with a wrong codec, whether someone leads (e, of
+	// "elect/codec") or not: not with ErrNoLeader or ErrDecode.
+	led := concord.NewElection[string](newSession(t, n), "elect/codec", concord.WithElectionCodec[int](electIntCodec{}))
+	for _, w := range []*concord.Election[string]{w, led} {
+		_, err := w.Leader(ctx)
+		wantErr(t, err, concord.ErrInvalidRequest)
+		if errors.Is(err, concord.ErrNoLeader) || errors.Is(err, concord.ErrDecode) {
+			t.Fatalf("Leader with a wrong codec: %v, want ErrInvalidRequest alone", err)
+		}
+	}
 }

@@ -113,8 +113,12 @@ func (inf *Informer[T]) Changed() <-chan struct{} {
 // WaitRevision waits until the copy reflects revision rev or a later one.
 // The copy moves at each change under the prefix, and otherwise at each
 // progress notification (Config.WatchProgressInterval): to read a write
-// of your own, wait for the revision of a write under the prefix.
+// of your own, wait for the revision of a write under the prefix. A
+// negative rev gives an error wrapping ErrInvalidRevision.
 func (inf *Informer[T]) WaitRevision(ctx context.Context, rev int64) error {
+	if rev < 0 {
+		return fmt.Errorf("concord.Informer.WaitRevision: %w: %d", ErrInvalidRevision, rev)
+	}
 	for {
 		inf.mu.RLock()
 		cur, revC, stopped := inf.rev, inf.revC, inf.err

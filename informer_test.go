@@ -48,6 +48,9 @@ func TestInformer(t *testing.T) {
 	if v, ok := inf.Get("svc/c"); !ok || v != (config{"green", 3}) {
 		t.Fatalf("Get(svc/c) = %v, %v", v, ok)
 	}
+	if err := inf.WaitRevision(ctx, -1); !errors.Is(err, concord.ErrInvalidRevision) {
+		t.Fatalf("WaitRevision(-1): %v, want ErrInvalidRevision", err)
+	}
 
 	put(t, n, "svc/b", `broken`)
 	d, err := n.Delete(ctx, "svc/a")

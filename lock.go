@@ -54,9 +54,9 @@ func WithLockDelay(d time.Duration) MutexOption {
 }
 
 // NewMutex returns a Mutex on the lock called name; its keys live under
-// name + "/".
+// name + "/". An empty name makes Lock and TryLock fail with ErrEmptyKey.
 func NewMutex(s *Session, name string, opts ...MutexOption) *Mutex {
-	m := &Mutex{q: newLockQueue(s, name)}
+	m := &Mutex{q: newLockQueue(s, "Mutex", name)}
 	for _, o := range opts {
 		if o != nil {
 			o(m)
@@ -86,6 +86,9 @@ func (m *Mutex) TryLock(ctx context.Context) error {
 }
 
 func (m *Mutex) lock(ctx context.Context, wait bool) error {
+	if m.q.err != nil {
+		return m.q.err
+	}
 	if err := m.st.begin("Mutex", m.q.pfx); err != nil {
 		return err
 	}

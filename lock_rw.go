@@ -21,9 +21,10 @@ type RWMutex struct {
 }
 
 // NewRWMutex returns an RWMutex on the lock called name; its keys live
-// under name + "/". Do not use one name for a Mutex and an RWMutex.
+// under name + "/". Do not use one name for a Mutex and an RWMutex. An
+// empty name makes RLock and Lock fail with ErrEmptyKey.
 func NewRWMutex(s *Session, name string) *RWMutex {
-	return &RWMutex{q: newLockQueue(s, name)}
+	return &RWMutex{q: newLockQueue(s, "RWMutex", name)}
 }
 
 // RLock blocks until the read lock is held. On ctx's end or the session's,
@@ -65,6 +66,9 @@ func (rw *RWMutex) Unlock(ctx context.Context) error {
 func (rw *RWMutex) IsOwner() Cmp { return rw.q.ownerCmp(rw.st.held(rw.q.s)) }
 
 func (rw *RWMutex) lock(ctx context.Context, mode string) error {
+	if rw.q.err != nil {
+		return rw.q.err
+	}
 	if err := rw.st.begin("RWMutex", rw.q.pfx); err != nil {
 		return err
 	}

@@ -372,3 +372,27 @@ func TestMutexLockDelayTryLockOnly(t *testing.T) {
 	}
 	lockWantKeys(t, n, "locks/dt", 1, "%d keys: want the holder's alone")
 }
+
+// TestLockEmptyName: a Mutex, RWMutex or Semaphore with an empty name
+// (keys under "/") is refused with ErrEmptyKey by every acquire, as a
+// Queue or Registry with an empty name is, and nothing is written.
+func TestLockEmptyName(t *testing.T) {
+	n := openOne(t)
+	ctx := testCtx(t)
+	s := lockSession(t, n)
+	m, rw, sem := concord.NewMutex(s, ""), concord.NewRWMutex(s, ""), concord.NewSemaphore(s, "", 1)
+	for name, f := range map[string]func() error{
+		"Mutex.Lock":             func() error { return m.Lock(ctx) },
+		"Mutex.TryLock":          func() error { return m.TryLock(ctx) },
+		"RWMutex.RLock":          func() error { return rw.RLock(ctx) },
+		"RWMutex.Lock":           func() error { return rw.Lock(ctx) },
+		"Semaphore.Acquire":      func() error { return sem.Acquire(ctx) },
+		"Semaphore.TryAcquire":   func() error { return sem.TryAcquire(ctx) },
+		"Semaphore with limit 0": func() error { return concord.NewSemaphore(s, "", 0).Acquire(ctx) },
+	} {
+		t.Run(name, func(t *testing.T) { unchanged(t, n, concord.ErrEmptyKey, f) })
+	}
+	if c := get(t, n, "/", concord.WithPrefix(), concord.WithCountOnly()).Count; c != 0 {
+		t.Fatalf("%d keys under \"/\"", c)
+	}
+}

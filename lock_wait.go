@@ -35,15 +35,23 @@ type lockQueue struct {
 	s   *Session
 	pfx string // name + "/"
 	key string // this participant's key
+	err error  // a bad name: every acquire returns it
 
 	onWatch func(key string) // tests: called for each key watched
 }
 
-func newLockQueue(s *Session, name string) lockQueue {
+// newLockQueue returns the place of a participant of the lock name, of
+// kind ("Mutex", "RWMutex", "Semaphore"). An empty name is refused, as a
+// Queue's: the keys would lie under "/".
+func newLockQueue(s *Session, kind, name string) lockQueue {
 	var id [8]byte
 	_, _ = rand.Read(id[:]) // crypto/rand.Read never fails
 	pfx := name + "/"
-	return lockQueue{s: s, pfx: pfx, key: fmt.Sprintf("%s%016x-%s", pfx, int64(s.Lease()), hex.EncodeToString(id[:]))}
+	q := lockQueue{s: s, pfx: pfx, key: fmt.Sprintf("%s%016x-%s", pfx, int64(s.Lease()), hex.EncodeToString(id[:]))}
+	if name == "" {
+		q.err = fmt.Errorf("%w: %s name", ErrEmptyKey, kind)
+	}
+	return q
 }
 
 // waitersEnd is the end of the waiters' range [pfx, pfx+"~").

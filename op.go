@@ -114,6 +114,9 @@ func (op *Op) check(c *Config, depth int) error {
 		if op.hasTTL {
 			return fmt.Errorf("%w: WithTTL is for a put, claim or add", ErrInvalidRequest)
 		}
+		if op.sortTarget < SortByKey || op.sortTarget > SortByValue || op.sortOrder < SortNone || op.sortOrder > SortDescend {
+			return fmt.Errorf("%w: WithSort(%d, %d) names no sort target or order", ErrInvalidRequest, op.sortTarget, op.sortOrder)
+		}
 	case opPut:
 		return op.checkPut(c, depth)
 	case opClaim:

@@ -48,7 +48,8 @@ func WithLimit(n int64) OpOption {
 
 // WithSort sorts the keys a Get returns. The default is SortByKey,
 // SortAscend. SortNone with another target means SortAscend. With a
-// limit, the range is sorted before it is cut.
+// limit, the range is sorted before it is cut. A target or order that is
+// none of the constants is refused with ErrInvalidRequest.
 func WithSort(target SortTarget, order SortOrder) OpOption {
 	return func(op *Op) { op.sortTarget, op.sortOrder = target, order }
 }

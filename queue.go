@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -98,7 +99,11 @@ func WithMaxDeliveries(n int) QueueOption {
 
 // WithDeadLetterPrefix sets the prefix dead letters are kept under (keys
 // prefix+<id>). Default name+"/dead/". It must not hold the queue's other
-// keys.
+// keys: a prefix under name+"/" but not under name+"/dead/", or one that
+// name+"/" starts with ("jobs" for the queue "jobs", "q" for "q2"), makes
+// every call fail with ErrInvalidRequest. One so long that dead-letter
+// keys (the prefix and a 58-byte ID) exceed Config.MaxKeySize makes every
+// call fail with ErrKeyTooLarge, before anything is written.
 func WithDeadLetterPrefix(prefix string) QueueOption {
 	return func(o *queueOptions) { o.dead = prefix }
 }
@@ -106,7 +111,9 @@ func WithDeadLetterPrefix(prefix string) QueueOption {
 // NewQueue returns the queue name as seen by s's holder: Enqueue writes
 // through s's node, and Dequeue claims messages for s. Any number of
 // handles, on any nodes, may share a queue; they must agree on its
-// options. Bad options make every call fail with ErrInvalidRequest.
+// options. Bad options make every call fail with ErrInvalidRequest (an
+// empty name with ErrEmptyKey, dead-letter keys too long with
+// ErrKeyTooLarge).
 func NewQueue[T any](s *Session, name string, opts ...QueueOption) *Queue[T] {
 	o := queueOptions{dead: name + "/dead/"}
 	for _, opt := range opts {
@@ -132,8 +139,14 @@ func NewQueue[T any](s *Session, name string, opts ...QueueOption) *Queue[T] {
 		q.err = fmt.Errorf("%w: WithVisibilityTimeout(%v) is under the minimum lease TTL of %v", ErrInvalidRequest, o.vis, s.n.minTTL())
 	case o.max < 0:
 		q.err = fmt.Errorf("%w: WithMaxDeliveries(%d) is negative", ErrInvalidRequest, o.max)
-	case o.dead == "" || (strings.HasPrefix(o.dead, name+"/") && !strings.HasPrefix(o.dead, name+"/dead/")):
+	case o.dead == "" || strings.HasPrefix(name+"/", o.dead) ||
+		(strings.HasPrefix(o.dead, name+"/") && !strings.HasPrefix(o.dead, name+"/dead/")):
 		q.err = fmt.Errorf("%w: WithDeadLetterPrefix(%q) is empty or holds the queue's keys", ErrInvalidRequest, o.dead)
+	case len(o.dead)+queueIDLen > s.n.cfg.MaxKeySize:
+		// Checked here, not by the put that dead-letters a message: that
+		// put comes after the claim, which it would leave behind.
+		q.err = fmt.Errorf("%w: dead-letter keys of %d bytes (a prefix of %d and an ID of %d), the limit is %d (Config.MaxKeySize)",
+			ErrKeyTooLarge, len(o.dead)+queueIDLen, len(o.dead), queueIDLen, s.n.cfg.MaxKeySize)
 	}
 	return q
 }
@@ -155,7 +168,10 @@ func WithPriority(p int) EnqueueOption {
 // WithDelay keeps the message from delivery for d after Enqueue, by the
 // clocks of the producer and the consumers (their skew shifts it). It
 // waits under name/w/ and is moved to the ready messages, keeping its
-// place among its priority, by the first Dequeue that sees it due.
+// place among its priority, by the first Dequeue that sees it due. A
+// delay past the last instant Unix nanoseconds hold (in the year 2262)
+// keeps the message until that instant, in effect for ever: it is not
+// delivered at once.
 func WithDelay(d time.Duration) EnqueueOption {
 	return func(o *enqueueOptions) { o.delay = d }
 }
@@ -270,11 +286,22 @@ func (q *Queue[T]) DeadLetters(ctx context.Context) ([]DeadLetter[T], error) {
 	return out, nil
 }
 
+// queueIDLen is the length of a message ID Enqueue draws:
+// <priority key>/<sequence>-<random>, 20+1+20+1+16 bytes.
+const queueIDLen = 58
+
 // key returns the key of kind ("m", "c", "w") for id; id "" gives the prefix.
 func (q *Queue[T]) key(kind, id string) string { return q.name + "/" + kind + "/" + id }
 
+// delayedKey returns the key of message id delayed until at. An at past
+// the last instant of int64 Unix nanoseconds saturates there (UnixNano
+// would wrap it, making the message due at once).
 func (q *Queue[T]) delayedKey(at time.Time, id string) string {
-	return fmt.Sprintf("%s%020d/%s", q.key("w", ""), max(at.UnixNano(), 0), id)
+	nanos := int64(math.MaxInt64)
+	if !at.After(time.Unix(0, math.MaxInt64)) {
+		nanos = max(at.UnixNano(), 0)
+	}
+	return fmt.Sprintf("%s%020d/%s", q.key("w", ""), nanos, id)
 }
 
 // queuePriorityKey maps p to a number whose 20-digit form sorts the higher

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -382,6 +384,10 @@ func TestQueueBadInput(t *testing.T) {
 		"visibility < ttl":    concord.NewQueue[string](s, "bad", concord.WithVisibilityTimeout(time.Millisecond)),
 		"negative max":        concord.NewQueue[string](s, "bad", concord.WithMaxDeliveries(-1)),
 		"dead prefix inside":  concord.NewQueue[string](s, "bad", concord.WithDeadLetterPrefix("bad/m/")),
+		"dead prefix is name": concord.NewQueue[string](s, "bad", concord.WithDeadLetterPrefix("bad")),
+		"dead prefix name/":   concord.NewQueue[string](s, "bad", concord.WithDeadLetterPrefix("bad/")),
+		"dead prefix covers":  concord.NewQueue[string](s, "bad2", concord.WithDeadLetterPrefix("bad")),
+		"dead prefix empty":   concord.NewQueue[string](s, "bad", concord.WithDeadLetterPrefix("")),
 		"codec type":          concord.NewQueue[string](s, "bad", concord.WithQueueCodec(concord.JSON[int]())),
 	} {
 		unchanged(t, n, concord.ErrInvalidRequest, func() error {
@@ -391,6 +397,9 @@ func TestQueueBadInput(t *testing.T) {
 		_, err := q.Dequeue(testCtx(t))
 		if !errors.Is(err, concord.ErrInvalidRequest) {
 			t.Fatalf("%s: Dequeue: %v", name, err)
+		}
+		if _, err := q.DeadLetters(testCtx(t)); !errors.Is(err, concord.ErrInvalidRequest) {
+			t.Fatalf("%s: DeadLetters: %v", name, err)
 		}
 	}
 	q := concord.NewQueue[string](s, "bad")
@@ -403,6 +412,66 @@ func TestQueueBadInput(t *testing.T) {
 		_, err := qf.Enqueue(testCtx(t), func() {})
 		return err
 	})
+}
+
+// TestQueueDeadPrefixTooLong: a dead-letter prefix, or a queue name under
+// the default one, so long that dead-letter keys exceed Config.MaxKeySize
+// is refused by every call with ErrKeyTooLarge, before anything is
+// written: not by the Dequeue that moves a message to the dead letters,
+// after its claim.
+func TestQueueDeadPrefixTooLong(t *testing.T) {
+	n := openOne(t)
+	s := newSession(t, n)
+	const maxKey = 1536
+	long := strings.Repeat("q", maxKey-64+1) // name/dead/<id> is one byte over
+	for name, q := range map[string]*concord.Queue[string]{
+		"prefix": concord.NewQueue[string](s, "long", concord.WithMaxDeliveries(1),
+			concord.WithDeadLetterPrefix(strings.Repeat("d", maxKey-58+1))),
+		"name": concord.NewQueue[string](s, long, concord.WithMaxDeliveries(1)),
+	} {
+		unchanged(t, n, concord.ErrKeyTooLarge, func() error {
+			_, err := q.Enqueue(testCtx(t), "v")
+			return err
+		})
+		unchanged(t, n, concord.ErrKeyTooLarge, func() error {
+			_, err := q.Dequeue(testCtx(t))
+			return err
+		})
+		if _, err := q.DeadLetters(testCtx(t)); !errors.Is(err, concord.ErrKeyTooLarge) {
+			t.Fatalf("%s: DeadLetters: %v", name, err)
+		}
+	}
+	// The longest allowed prefix works, dead-lettering included.
+	q := concord.NewQueue[string](s, "long", concord.WithMaxDeliveries(1),
+		concord.WithDeadLetterPrefix(strings.Repeat("d", maxKey-58)))
+	id := queueEnqueue(t, q, "poison")
+	if err := queueDequeue(t, q).Nack(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	queueNothingWithin(t, q, 300*time.Millisecond)
+	dead, err := q.DeadLetters(testCtx(t))
+	if err != nil || len(dead) != 1 || dead[0].ID != id {
+		t.Fatalf("dead letters %+v (%v), want %s", dead, err, id)
+	}
+	if l, mk := queueLen(t, q), queueMarkers(t, n, "long"); l != 0 || mk != 0 {
+		t.Fatalf("Len %d, markers %d after dead-lettering, want 0, 0", l, mk)
+	}
+}
+
+// TestQueueDelayOverflow: a delay past what Unix nanoseconds hold keeps
+// the message delayed (until the year 2262), not due at once.
+func TestQueueDelayOverflow(t *testing.T) {
+	n := openOne(t)
+	q := concord.NewQueue[string](newSession(t, n), "far")
+	queueEnqueue(t, q, "in 250 years", concord.WithDelay(250*365*24*time.Hour))
+	queueEnqueue(t, q, "in 292 years", concord.WithDelay(math.MaxInt64))
+	queueNothingWithin(t, q, 300*time.Millisecond)
+	if l := queueLen(t, q); l != 0 {
+		t.Fatalf("Len = %d with two messages delayed for centuries, want 0", l)
+	}
+	if c := get(t, n, "far/w/", concord.WithPrefix(), concord.WithCountOnly()).Count; c != 2 {
+		t.Fatalf("%d delayed messages, want 2", c)
+	}
 }
 
 // TestQueueAckAndDequeue: AckAndDequeue acks and claims the next message

@@ -19,10 +19,10 @@ type Semaphore struct {
 }
 
 // NewSemaphore returns a Semaphore of limit slots called name; its keys
-// live under name + "/". A limit below 1 makes Acquire fail with
-// ErrInvalidRequest.
+// live under name + "/". An empty name makes Acquire and TryAcquire fail
+// with ErrEmptyKey, a limit below 1 with ErrInvalidRequest.
 func NewSemaphore(s *Session, name string, limit int) *Semaphore {
-	return &Semaphore{q: newLockQueue(s, name), limit: limit}
+	return &Semaphore{q: newLockQueue(s, "Semaphore", name), limit: limit}
 }
 
 // Acquire blocks until a slot is held. On ctx's end or the session's, it
@@ -60,6 +60,9 @@ func (sem *Semaphore) Token() int64 { return sem.st.held(sem.q.s) }
 func (sem *Semaphore) IsOwner() Cmp { return sem.q.ownerCmp(sem.st.held(sem.q.s)) }
 
 func (sem *Semaphore) acquire(ctx context.Context, wait bool) error {
+	if sem.q.err != nil {
+		return sem.q.err
+	}
 	if sem.limit < 1 {
 		return fmt.Errorf("%w: semaphore limit %d, want >= 1", ErrInvalidRequest, sem.limit)
 	}

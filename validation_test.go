@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -68,6 +69,18 @@ func TestBadInputChangesNothing(t *testing.T) {
 			return err
 		}},
 		"cas empty key": {concord.ErrEmptyKey, func() error { _, err := n.CompareAndSwap(ctx, "", "a", "b"); return err }},
+		"sort target": {concord.ErrInvalidRequest, func() error {
+			_, err := n.Get(ctx, "k", concord.WithPrefix(), concord.WithSort(concord.SortTarget(99), concord.SortAscend))
+			return err
+		}},
+		"sort order": {concord.ErrInvalidRequest, func() error {
+			_, err := n.Get(ctx, "k", concord.WithPrefix(), concord.WithSort(concord.SortByKey, concord.SortOrder(-7)))
+			return err
+		}},
+		"sort in a txn": {concord.ErrInvalidRequest, func() error {
+			_, err := n.Txn(ctx).Then(concord.OpPut("k", "w"), concord.OpGet("k", concord.WithSort(concord.SortByValue, concord.SortDescend+1))).Commit()
+			return err
+		}},
 		"cad empty key": {concord.ErrEmptyKey, func() error { _, err := n.CompareAndDelete(ctx, "", "a"); return err }},
 	} {
 		t.Run(name, func(t *testing.T) { unchanged(t, n, tc.want, tc.f) })
@@ -121,6 +134,7 @@ func TestOpenValidation(t *testing.T) {
 		c.DataDir = filepath.Join(t.TempDir(), "data")
 		return c
 	}
+	const electionRule = "TickInterval × ElectionTicks (the election timeout) must be at most"
 	for name, tc := range map[string]struct {
 		edit func(*concord.Config)
 		rule string
@@ -151,6 +165,9 @@ func TestOpenValidation(t *testing.T) {
 		"max key size":      {func(c *concord.Config) { c.MaxKeySize = 1 << 20 }, "MaxKeySize must be in"},
 		"negative key size": {func(c *concord.Config) { c.MaxKeySize = -1 }, "MaxKeySize must be in"},
 		"progress interval": {func(c *concord.Config) { c.WatchProgressInterval = -time.Second }, "WatchProgressInterval must be at least 1ms"},
+		"tick overflow":     {func(c *concord.Config) { c.TickInterval = math.MaxInt64 }, electionRule},
+		"ticks overflow":    {func(c *concord.Config) { c.ElectionTicks = 1 << 57 }, electionRule},
+		"timeout too long":  {func(c *concord.Config) { c.TickInterval, c.ElectionTicks = math.MaxInt64/10, 2 }, electionRule},
 		"cluster without self": {func(c *concord.Config) {
 			c.InitialCluster = map[string]string{"b": "127.0.0.1:1", "c": "127.0.0.1:2"}
 		}, `InitialCluster must name this member (Name "a")`},
@@ -174,6 +191,7 @@ func TestOpenValidation(t *testing.T) {
 			c.AdvertisePeerAddr = "127.0.0.1:9"
 		}, `AdvertisePeerAddr "127.0.0.1:9" must equal InitialCluster["a"]`},
 		"bad peer addr":        {func(c *concord.Config) { c.PeerAddr = "localhost" }, "PeerAddr must be host:port"},
+		"bad advertise addr":   {func(c *concord.Config) { c.PeerAddr, c.AdvertisePeerAddr = "127.0.0.1:0", "garbage" }, "AdvertisePeerAddr must be host:port"},
 		"tls without listener": {func(c *concord.Config) { c.PeerTLS = &tls.Config{} }, "PeerTLS and AdvertisePeerAddr need PeerAddr"},
 	} {
 		t.Run(name, func(t *testing.T) {
