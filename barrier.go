@@ -15,16 +15,30 @@ import (
 type Barrier struct {
 	n   *Node
 	key string
+	err error // a bad name: every call returns it
 }
 
-// NewBarrier returns the barrier name on n.
+// NewBarrier returns the barrier name on n. An empty name makes every
+// call fail with ErrEmptyKey.
 func NewBarrier(n *Node, name string) *Barrier {
-	return &Barrier{n: n, key: name + "/hold"}
+	return &Barrier{n: n, key: name + "/hold", err: emptyName("Barrier", name)}
+}
+
+// emptyName is the error of a primitive whose name is empty: its keys
+// would lie under "/".
+func emptyName(kind, name string) error {
+	if name == "" {
+		return fmt.Errorf("%w: %s name", ErrEmptyKey, kind)
+	}
+	return nil
 }
 
 // Hold raises the barrier, so that Wait blocks. It returns an error
 // wrapping ErrKeyExists when the barrier is already held.
 func (b *Barrier) Hold(ctx context.Context) error {
+	if b.err != nil {
+		return fmt.Errorf("concord.Barrier.Hold: %w", b.err)
+	}
 	if _, err := b.n.Create(ctx, b.key, ""); err != nil {
 		return fmt.Errorf("concord.Barrier.Hold: %w", err)
 	}
@@ -34,6 +48,9 @@ func (b *Barrier) Hold(ctx context.Context) error {
 // Release lowers the barrier, letting every Wait return. Releasing a
 // barrier that is not held does nothing.
 func (b *Barrier) Release(ctx context.Context) error {
+	if b.err != nil {
+		return fmt.Errorf("concord.Barrier.Release: %w", b.err)
+	}
 	if _, err := b.n.Delete(ctx, b.key); err != nil {
 		return fmt.Errorf("concord.Barrier.Release: %w", err)
 	}
@@ -43,6 +60,9 @@ func (b *Barrier) Release(ctx context.Context) error {
 // Wait blocks while the barrier is held, and returns nil once it is not
 // (at once if it is not held), or ctx's error.
 func (b *Barrier) Wait(ctx context.Context) error {
+	if b.err != nil {
+		return fmt.Errorf("concord.Barrier.Wait: %w", b.err)
+	}
 	for {
 		resp, err := b.n.Get(ctx, b.key, WithKeysOnly())
 		if err != nil {
@@ -71,12 +91,14 @@ type DoubleBarrier struct {
 	ready  string // name+"/ready": put by the count-th participant
 	prefix string // name+"/waiters/"
 	key    string // our waiter key once entered
+	err    error  // a bad name: Enter returns it
 }
 
 // NewDoubleBarrier returns a participant of the double barrier name for
-// count participants, on session s.
+// count participants, on session s. An empty name makes Enter fail with
+// ErrEmptyKey.
 func NewDoubleBarrier(s *Session, name string, count int) *DoubleBarrier {
-	return &DoubleBarrier{s: s, n: s.n, name: name, count: count, ready: name + "/ready", prefix: name + "/waiters/"}
+	return &DoubleBarrier{s: s, n: s.n, name: name, count: count, ready: name + "/ready", prefix: name + "/waiters/", err: emptyName("DoubleBarrier", name)}
 }
 
 // Enter registers this participant and blocks until count participants
@@ -92,6 +114,9 @@ func (b *DoubleBarrier) Enter(ctx context.Context) error {
 }
 
 func (b *DoubleBarrier) enter(ctx context.Context) error {
+	if b.err != nil {
+		return b.err
+	}
 	if b.count < 1 {
 		return fmt.Errorf("%w: double barrier count %d < 1", ErrInvalidRequest, b.count)
 	}

@@ -250,3 +250,34 @@ func barrierEnterTogether(t *testing.T, n *concord.Node, name, why string) {
 		t.Fatal(err)
 	}
 }
+
+// TestPrimitivesRefuseEmptyName: a Barrier, a DoubleBarrier or an Election
+// with an empty name (its keys would lie under "/") fails every call with
+// ErrEmptyKey and writes nothing, as a Mutex or a Queue does.
+func TestPrimitivesRefuseEmptyName(t *testing.T) {
+	n := openOne(t)
+	ctx := testCtx(t)
+	s, err := concord.NewSession(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	b, db, e := concord.NewBarrier(n, ""), concord.NewDoubleBarrier(s, "", 2), concord.NewElection[string](s, "")
+	for name, f := range map[string]func() error{
+		"Barrier.Hold":        func() error { return b.Hold(ctx) },
+		"Barrier.Release":     func() error { return b.Release(ctx) },
+		"Barrier.Wait":        func() error { return b.Wait(ctx) },
+		"DoubleBarrier.Enter": func() error { return db.Enter(ctx) },
+		"Election.Campaign":   func() error { return e.Campaign(ctx, "a") },
+		"Election.Proclaim":   func() error { return e.Proclaim(ctx, "a") },
+		"Election.Leader":     func() error { _, err := e.Leader(ctx); return err },
+	} {
+		t.Run(name, func(t *testing.T) { unchanged(t, n, concord.ErrEmptyKey, f) })
+	}
+	if _, open := <-e.Observe(ctx); open {
+		t.Fatal("Observe of an election with an empty name delivered a value")
+	}
+	if c := get(t, n, "/", concord.WithPrefix(), concord.WithCountOnly()).Count; c != 0 {
+		t.Fatalf("%d keys under \"/\"", c)
+	}
+}

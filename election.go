@@ -1,6 +1,7 @@
 package concord
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -50,6 +51,7 @@ type Election[T any] struct {
 	n      *Node
 	prefix string
 	codec  Codec[T]
+	err    error // a bad name: every call returns it
 
 	mu     sync.Mutex
 	key    string // our key while campaigning or leading; guarded by mu
@@ -57,7 +59,9 @@ type Election[T any] struct {
 	leader bool   // Campaign won and nothing since said otherwise; guarded by mu
 }
 
-// NewElection returns a campaigner of the election name on session s.
+// NewElection returns a campaigner of the election name on session s. An
+// empty name makes Campaign, Proclaim and Leader fail with ErrEmptyKey,
+// and Observe's channel close at once.
 func NewElection[T any](s *Session, name string, opts ...ElectionOption) *Election[T] {
 	var o electionOptions
 	for _, opt := range opts {
@@ -66,7 +70,9 @@ func NewElection[T any](s *Session, name string, opts ...ElectionOption) *Electi
 		}
 	}
 	codec := optionCodec[T](o.codec, "WithElectionCodec")
-	return &Election[T]{s: s, n: s.n, prefix: name + "/", codec: codec}
+	e := &Election[T]{s: s, n: s.n, prefix: name + "/", codec: codec}
+	e.err = emptyName("Election", name)
+	return e
 }
 
 // Campaign puts val as this campaigner's value and blocks until it leads
@@ -92,6 +98,9 @@ func (e *Election[T]) Campaign(ctx context.Context, val T) error {
 }
 
 func (e *Election[T]) campaign(ctx context.Context, val T) error {
+	if e.err != nil {
+		return e.err
+	}
 	b, err := e.codec.Encode(val)
 	if err != nil {
 		return fmt.Errorf("%w: value does not encode: %w", ErrInvalidRequest, err)
@@ -201,6 +210,9 @@ func (e *Election[T]) Proclaim(ctx context.Context, val T) error {
 }
 
 func (e *Election[T]) proclaim(ctx context.Context, val T) error {
+	if e.err != nil {
+		return e.err
+	}
 	b, err := e.codec.Encode(val)
 	if err != nil {
 		return fmt.Errorf("%w: value does not encode: %w", ErrInvalidRequest, err)
@@ -295,7 +307,7 @@ func (e *Election[T]) Token() int64 {
 // election's (WithElectionCodec) gives an error wrapping
 // ErrInvalidRequest, leader or not, without a read.
 func (e *Election[T]) Leader(ctx context.Context) (Leader[T], error) {
-	if err := codecErr(e.codec); err != nil {
+	if err := cmp.Or(e.err, codecErr(e.codec)); err != nil {
 		return Leader[T]{}, fmt.Errorf("concord.Election.Leader: %w", err)
 	}
 	resp, err := e.n.Get(ctx, e.prefix, WithPrefix(), WithSort(SortByCreateRevision, SortAscend), WithLimit(1))

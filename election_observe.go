@@ -22,6 +22,10 @@ import (
 // ctx ends or the node closes.
 func (e *Election[T]) Observe(ctx context.Context) <-chan Leader[T] {
 	out := make(chan Leader[T])
+	if e.err != nil {
+		close(out)
+		return out
+	}
 	from := e.n.Status().Revision // "current" is as of this call
 	if err := e.n.spawn(func() { e.observe(ctx, from, out) }); err != nil {
 		close(out)

@@ -48,9 +48,7 @@ func newLockQueue(s *Session, kind, name string) lockQueue {
 	_, _ = rand.Read(id[:]) // crypto/rand.Read never fails
 	pfx := name + "/"
 	q := lockQueue{s: s, pfx: pfx, key: fmt.Sprintf("%s%016x-%s", pfx, int64(s.Lease()), hex.EncodeToString(id[:]))}
-	if name == "" {
-		q.err = fmt.Errorf("%w: %s name", ErrEmptyKey, kind)
-	}
+	q.err = emptyName(kind, name)
 	return q
 }
 
