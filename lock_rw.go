@@ -45,17 +45,21 @@ func (rw *RWMutex) Lock(ctx context.Context) error {
 	return nil
 }
 
-// RUnlock releases the read lock, as Mutex.Unlock.
+// RUnlock releases the read lock, as Mutex.Unlock. While this RWMutex
+// holds the write lock it returns an error wrapping ErrInvalidRequest and
+// releases nothing.
 func (rw *RWMutex) RUnlock(ctx context.Context) error {
-	if err := rw.unlock(ctx); err != nil {
+	if err := rw.unlock(ctx, "r"); err != nil {
 		return fmt.Errorf("concord.RWMutex.RUnlock: %w", err)
 	}
 	return nil
 }
 
-// Unlock releases the write lock, as Mutex.Unlock.
+// Unlock releases the write lock, as Mutex.Unlock. While this RWMutex
+// holds the read lock it returns an error wrapping ErrInvalidRequest and
+// releases nothing.
 func (rw *RWMutex) Unlock(ctx context.Context) error {
-	if err := rw.unlock(ctx); err != nil {
+	if err := rw.unlock(ctx, "w"); err != nil {
 		return fmt.Errorf("concord.RWMutex.Unlock: %w", err)
 	}
 	return nil
@@ -73,8 +77,13 @@ func (rw *RWMutex) lock(ctx context.Context, mode string) error {
 		return err
 	}
 	rev, err := rw.q.acquire(ctx, mode, 1, func(kv *KeyValue) bool { return mode == "w" || string(kv.Value) == "w" })
-	rw.st.end(rev, "", err)
+	rw.st.end(rev, mode, err) // the record is the mode held
 	return err
 }
 
-func (rw *RWMutex) unlock(ctx context.Context) error { return rw.st.release(ctx, &rw.q, nil) }
+func (rw *RWMutex) unlock(ctx context.Context, mode string) error {
+	if held := rw.st.heldRecord(); held != "" && held != mode {
+		return fmt.Errorf("%w: this RWMutex holds the %s lock", ErrInvalidRequest, map[string]string{"r": "read", "w": "write"}[held])
+	}
+	return rw.st.release(ctx, &rw.q, nil)
+}

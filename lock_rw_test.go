@@ -146,3 +146,36 @@ func TestSemaphoreAndRWMutexWaitersCleanUp(t *testing.T) {
 	wantErr(t, <-errc, concord.ErrSessionExpired)
 	lockWantKeys(t, n, "locks/rwc", 1, "%d keys after the reader's session ended") // its lease lives on, its key does not
 }
+
+// TestRWMutexWrongUnlock: RUnlock while holding the write lock, or Unlock
+// while holding the read lock, is refused with ErrInvalidRequest and
+// releases nothing; the matching call then releases.
+func TestRWMutexWrongUnlock(t *testing.T) {
+	n := openOne(t)
+	ctx := testCtx(t)
+	s := lockSession(t, n)
+	w, r := concord.NewRWMutex(s, "wrong-w"), concord.NewRWMutex(s, "wrong-r")
+	if err := w.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.RLock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	unchanged(t, n, concord.ErrInvalidRequest, func() error { return w.RUnlock(ctx) })
+	unchanged(t, n, concord.ErrInvalidRequest, func() error { return r.Unlock(ctx) })
+	for _, c := range []struct {
+		name string
+		rw   *concord.RWMutex
+		f    func(context.Context) error
+	}{{"write", w, w.Unlock}, {"read", r, r.RUnlock}} {
+		if resp, err := n.Txn(ctx).If(c.rw.IsOwner()).Commit(); err != nil || !resp.Succeeded {
+			t.Fatalf("the %s lock was released by the wrong call (%v)", c.name, err)
+		}
+		if err := c.f(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if resp, err := n.Txn(ctx).If(c.rw.IsOwner()).Commit(); err != nil || resp.Succeeded {
+			t.Fatalf("the %s lock is still held after its release (%v)", c.name, err)
+		}
+	}
+}

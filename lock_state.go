@@ -12,7 +12,7 @@ type lockState struct {
 	mu     sync.Mutex
 	busy   bool   // guarded by mu: an acquire is running or the lock is held
 	rev    int64  // guarded by mu: the held key's create revision; 0 = not held
-	record string // guarded by mu: Mutex: the lock-delay record it wrote
+	record string // guarded by mu: Mutex: the lock-delay record it wrote; RWMutex: the mode held
 
 	beforeRelease func() // tests: runs as release starts its round trip
 }
@@ -50,6 +50,16 @@ func (st *lockState) held(s *Session) int64 {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	return st.rev
+}
+
+// heldRecord returns the record of the holding, "" if none.
+func (st *lockState) heldRecord() string {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.rev == 0 {
+		return ""
+	}
+	return st.record
 }
 
 // release deletes q's held key, with extra(record) in the same txn, if it
