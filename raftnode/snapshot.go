@@ -279,8 +279,7 @@ func (n *Node) restoreFrom(r *bufio.Reader) (uint64, error) {
 	if err := c.done(); err != nil {
 		return 0, err
 	}
-	err = n.cfg.Applier.Restore(n.db, r)
-	n.w.forget() // written around the writer, and badger may have rotated
+	err = errors.Join(n.cfg.Applier.Restore(n.db, r), n.w.forget()) // written around the writer
 	if err != nil {
 		return 0, fmt.Errorf("raftnode: applier restore: %w", err)
 	}

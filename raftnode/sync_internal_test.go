@@ -112,7 +112,8 @@ func (p *syncProbe) hook(n *Node) {
 	}
 }
 
-// syncCandidate returns the last raft log index and the hard state in db.
+// syncCandidate returns the last raft log index (the snapshot's, if the
+// log holds nothing after it) and the hard state in db.
 func syncCandidate(db *badger.DB) (uint64, *pb.HardState, error) {
 	var last uint64
 	hs := &pb.HardState{}
@@ -120,13 +121,18 @@ func syncCandidate(db *badger.DB) (uint64, *pb.HardState, error) {
 		if err := getProto(txn, schema.RaftHardState, hs); err != nil {
 			return err
 		}
+		snap := &pb.SnapshotMetadata{}
+		if err := getProto(txn, schema.RaftSnapshot, snap); err != nil {
+			return err
+		}
+		last = snap.GetIndex()
 		opts := badger.DefaultIteratorOptions
 		opts.Reverse, opts.PrefetchValues = true, false
 		it := txn.NewIterator(opts)
 		defer it.Close()
 		it.Seek(schema.EntryKey(^uint64(0)))
 		if it.ValidForPrefix(schema.RaftEntry) {
-			last = schema.EntryIndex(it.Item().Key())
+			last = max(last, schema.EntryIndex(it.Item().Key()))
 		}
 		return nil
 	})
@@ -198,13 +204,21 @@ func (a indexApplier) Apply(txn *Txn, index uint64, cmd []byte) ([]byte, error) 
 	return schema.U64(index), nil
 }
 
-func (indexApplier) Snapshot(*badger.Txn, io.Writer) error { return nil }
-func (indexApplier) Restore(*badger.DB, io.Reader) error   { return nil }
+// Snapshot and Restore carry the applier's keys, so that installing a
+// snapshot writes (and drops a prefix, which switches badger's memtable)
+// around the peer's writer.
+func (indexApplier) Snapshot(txn *badger.Txn, w io.Writer) error {
+	return StreamPrefix(txn, []byte("s/sync/"), w)
+}
+func (indexApplier) Restore(db *badger.DB, r io.Reader) error {
+	return LoadPrefix(db, []byte("s/sync/"), r)
+}
 
 // syncPeers is a set of on-disk peers with probes, on an in-memory network.
 type syncPeers struct {
 	t      *testing.T
 	dir    string
+	cfg    func(*Config) // adjusts each peer's config, if not nil
 	net    *transport.Network
 	peers  []Peer
 	probes []*syncProbe
@@ -238,7 +252,7 @@ func newSyncPeersWith(t *testing.T, count int, opts func(badger.Options) badger.
 func (s *syncPeers) start(i int) {
 	s.t.Helper()
 	p := s.probes[i]
-	n, err := Start(Config{
+	cfg := Config{
 		ID:             uint64(i + 1),
 		DataDir:        filepath.Join(s.dir, fmt.Sprintf("peer%d", i+1)),
 		Peers:          s.peers,
@@ -249,7 +263,11 @@ func (s *syncPeers) start(i int) {
 		HeartbeatTicks: 1,
 		testHook:       p.hook,
 		BadgerOptions:  s.opts,
-	})
+	}
+	if s.cfg != nil {
+		s.cfg(&cfg)
+	}
+	n, err := Start(cfg)
 	if err != nil {
 		s.t.Fatalf("start peer %d: %v", i+1, err)
 	}
@@ -489,6 +507,56 @@ func TestUnsyncedApplyStaysInOneMemtable(t *testing.T) {
 	if deferred == 0 || rotations < 3 {
 		t.Fatalf("%d commits after an unsynced one and %d rotations: the test proved nothing", deferred, rotations)
 	}
+}
+
+// TestUnsyncedApplyStaysInOneMemtableAfterRestore: a follower that missed
+// more than the log keeps installs a snapshot (its restore writes around
+// the writer and switches memtables), then goes on applying: the writer
+// must not take the restore's switch for one of its own commits.
+func TestUnsyncedApplyStaysInOneMemtableAfterRestore(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	s := newSyncPeersWith(t, 3, func(o badger.Options) badger.Options {
+		return o.WithMemTableSize(256 << 10).WithValueThreshold(16 << 10)
+	})
+	s.cfg = func(c *Config) { c.SnapshotEntries, c.SnapshotCatchUpEntries = 200, 50 }
+	for i := range s.nodes { // restart with the small compaction thresholds
+		s.stop(i)
+		s.start(i)
+	}
+	s.waitLeader(ctx)
+	big := strings.Repeat("r", 1000)
+	s.propose(ctx, big+"a", 300)
+	f := 0
+	if s.nodes[0].IsLeader() {
+		f = 1
+	}
+	s.stop(f)
+	s.propose(ctx, big+"b", 1500)
+	before := s.probes[f].rotationsSeen()
+	s.start(f)
+	s.waitLeader(ctx)
+	s.propose(ctx, big+"c", 2000)
+	if snap := s.nodes[f].st.snap.GetIndex(); snap == 0 {
+		t.Fatalf("peer %d caught up without a snapshot", f+1)
+	}
+	for i, p := range s.probes {
+		p.mu.Lock()
+		t.Logf("peer %d: %d commits, %d after an unsynced one, %d rotations", i+1, p.commits, p.deferred, p.rotations)
+		for _, b := range p.bad {
+			t.Errorf("peer %d: %s", i+1, b)
+		}
+		p.mu.Unlock()
+	}
+	if after := s.probes[f].rotationsSeen(); after-before < 3 {
+		t.Fatalf("peer %d saw %d memtable switches after its restart: the test proved nothing", f+1, after-before)
+	}
+}
+
+func (p *syncProbe) rotationsSeen() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.rotations
 }
 
 // TestLoneVoterOneCommitPerProposal: a lone voter applies an entry in the

@@ -106,9 +106,21 @@ func (w *writer) flush(vlog bool) error {
 	return nil
 }
 
-// forget drops what the writer knows of the memtable, after writes that
-// did not go through it (a restore).
-func (w *writer) forget() { w.fill = -1 }
+// forget drops what the writer knows of the memtable's fill, after writes
+// that did not go through it (a restore, which may switch memtables too),
+// and notes the newest memtable file: a newer one means a switch for a
+// later commit.
+func (w *writer) forget() error {
+	if w.dir == "" {
+		return nil
+	}
+	fid, err := newestMemFile(w.dir)
+	if err != nil {
+		return err
+	}
+	w.fid, w.fill = fid, -1
+	return nil
+}
 
 // newestMemFile returns the number of badger's newest memtable file in dir.
 func newestMemFile(dir string) (int, error) {
