@@ -61,7 +61,7 @@ type Election[T any] struct {
 
 // NewElection returns a campaigner of the election name on session s. An
 // empty name makes Campaign, Proclaim and Leader fail with ErrEmptyKey,
-// and Observe's channel close at once.
+// and Observe's channel close at once (as a codec of the wrong type does).
 func NewElection[T any](s *Session, name string, opts ...ElectionOption) *Election[T] {
 	var o electionOptions
 	for _, opt := range opts {

@@ -2,6 +2,7 @@ package concord
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 )
@@ -19,10 +20,11 @@ import (
 // that does not read falls behind (the watch history buffers) but misses
 // nothing, unless that history is compacted meanwhile: then it reads the
 // current state again and reports the difference. The channel closes when
-// ctx ends or the node closes.
+// ctx ends or the node closes, and at once for an election whose name is
+// empty or whose codec is of the wrong type (see Leader).
 func (e *Election[T]) Observe(ctx context.Context) <-chan Leader[T] {
 	out := make(chan Leader[T])
-	if e.err != nil {
+	if cmp.Or(e.err, codecErr(e.codec)) != nil { // a bad name or codec: nothing to observe
 		close(out)
 		return out
 	}

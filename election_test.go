@@ -265,5 +265,9 @@ func TestElectionCodec(t *testing.T) {
 		if errors.Is(err, concord.ErrNoLeader) || errors.Is(err, concord.ErrDecode) {
 			t.Fatalf("Leader with a wrong codec: %v, want ErrInvalidRequest alone", err)
 		}
+		// Observe has nothing to decode with: its channel closes at once.
+		if l, open := <-w.Observe(ctx); open {
+			t.Fatalf("Observe with a wrong codec delivered %+v", l)
+		}
 	}
 }

@@ -48,7 +48,8 @@ type MutexOption func(*Mutex)
 // finds the record of a holder gone without Unlock starts the delay: a key
 // attached to a lease of d (at least the election timeout), timed by the
 // leader's clock, so at least d after the loss. Lock waits for it to end;
-// TryLock returns ErrLocked until then. Then the record is cleared.
+// TryLock returns ErrLocked until then. Then the record is cleared. A
+// negative d makes Lock and TryLock fail with ErrInvalidRequest.
 func WithLockDelay(d time.Duration) MutexOption {
 	return func(m *Mutex) { m.delay = d }
 }
@@ -88,6 +89,9 @@ func (m *Mutex) TryLock(ctx context.Context) error {
 func (m *Mutex) lock(ctx context.Context, wait bool) error {
 	if m.q.err != nil {
 		return m.q.err
+	}
+	if m.delay < 0 {
+		return fmt.Errorf("%w: WithLockDelay(%v) is negative", ErrInvalidRequest, m.delay)
 	}
 	if err := m.st.begin("Mutex", m.q.pfx); err != nil {
 		return err

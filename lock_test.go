@@ -375,7 +375,8 @@ func TestMutexLockDelayTryLockOnly(t *testing.T) {
 
 // TestLockEmptyName: a Mutex, RWMutex or Semaphore with an empty name
 // (keys under "/") is refused with ErrEmptyKey by every acquire, as a
-// Queue or Registry with an empty name is, and nothing is written.
+// Queue or Registry with an empty name is, and nothing is written; so is
+// a Mutex with a negative WithLockDelay, with ErrInvalidRequest.
 func TestLockEmptyName(t *testing.T) {
 	n := openOne(t)
 	ctx := testCtx(t)
@@ -392,6 +393,9 @@ func TestLockEmptyName(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) { unchanged(t, n, concord.ErrEmptyKey, f) })
 	}
+	neg := concord.NewMutex(s, "neg-delay", concord.WithLockDelay(-time.Second))
+	unchanged(t, n, concord.ErrInvalidRequest, func() error { return neg.Lock(ctx) })
+	unchanged(t, n, concord.ErrInvalidRequest, func() error { return neg.TryLock(ctx) })
 	if c := get(t, n, "/", concord.WithPrefix(), concord.WithCountOnly()).Count; c != 0 {
 		t.Fatalf("%d keys under \"/\"", c)
 	}
