@@ -226,9 +226,9 @@ func (q *Queue[T]) enqueue(ctx context.Context, v T, opts []EnqueueOption) (stri
 	}
 }
 
-// Len returns the number of ready messages: neither claimed nor delayed.
-// A delayed message counts once a Dequeue or WaitLen has seen it due and
-// moved it to the ready ones. It is two reads at one revision.
+// Len returns the number of ready messages: neither claimed nor delayed
+// (a delayed message counts once it is due by this node's clock). It is
+// three reads at one revision.
 func (q *Queue[T]) Len(ctx context.Context) (int, error) {
 	l, _, err := q.length(ctx)
 	if err != nil {
@@ -252,7 +252,14 @@ func (q *Queue[T]) length(ctx context.Context) (int, int64, error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	return int(msgs.Count - claimed.Count), msgs.Revision, nil
+	// Delayed keys sort by due time: those due are the ones before the
+	// first that is not.
+	due, err := q.n.Get(ctx, q.key("w", ""), WithRange(q.delayedKey(time.Now().Add(time.Nanosecond), "")),
+		WithCountOnly(), WithRev(msgs.Revision), WithSerializable())
+	if err != nil {
+		return 0, 0, err
+	}
+	return int(msgs.Count - claimed.Count + due.Count), msgs.Revision, nil
 }
 
 // DeadLetter is a message moved out of the queue after too many

@@ -142,6 +142,25 @@ func TestQueueDelay(t *testing.T) {
 	}
 }
 
+// TestQueueLenCountsDueMessages: a delayed message counts in Len once it
+// is due, before any Dequeue has moved it to the ready ones.
+func TestQueueLenCountsDueMessages(t *testing.T) {
+	n := openOne(t)
+	q := concord.NewQueue[string](newSession(t, n), "due")
+	queueEnqueue(t, q, "soon", concord.WithDelay(100*time.Millisecond))
+	queueEnqueue(t, q, "later", concord.WithDelay(time.Hour))
+	if l := queueLen(t, q); l != 0 {
+		t.Fatalf("Len = %d before any message is due, want 0", l)
+	}
+	eventually(t, 5*time.Second, "Len to count the due message", func() bool { return queueLen(t, q) == 1 })
+	if m := queueDequeue(t, q); m.Value != "soon" {
+		t.Fatalf("got %q, want the due message", m.Value)
+	}
+	if l := queueLen(t, q); l != 0 {
+		t.Fatalf("Len = %d with only a message due in an hour left, want 0", l)
+	}
+}
+
 // TestQueueNack: after Nack the message is delivered again at once (to a
 // consumer already waiting, too) with Deliveries one higher, and the old
 // delivery can no longer be acked.
