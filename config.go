@@ -31,7 +31,10 @@ type Config struct {
 	PeerAddr string
 	// AdvertisePeerAddr is the address peers dial. Default:
 	// InitialCluster[Name], else PeerAddr (as bound, so port 0 works for a
-	// one-node cluster). When both are set they must be equal.
+	// one-node cluster). When both are set they must be equal. A member of
+	// a cluster of several must reopen its DataDir at the address it last
+	// ran with (its peers know it by that one): Open refuses another with
+	// ErrInvalidConfig.
 	AdvertisePeerAddr string
 	// GossipAddr is memberlist's bind "host:port" (a host name is
 	// resolved once, at Open); "" = no gossip (static cluster). With

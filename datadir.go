@@ -28,6 +28,35 @@ type memberRecord struct {
 	// Gossip is a gossip member's way into its cluster (see
 	// internal/membership.State).
 	Gossip *membership.State `json:"gossip,omitempty"`
+	// PeerAddr is the address the member's peers dial (its advertised
+	// raft address), as of its last start.
+	PeerAddr string `json:"peer_addr,omitempty"`
+}
+
+// checkPeerAddr refuses to reopen the data dir of a member of a cluster
+// of several at another peer address than it last ran with: its peers
+// know it by the old one, so it would be cut off without a word (concord
+// does not move a member's address). A one-node cluster may move; the
+// record follows addr.
+func checkPeerAddr(dir string, rec *memberRecord, addr string) error {
+	if rec.PeerAddr == addr {
+		return nil
+	}
+	if rec.PeerAddr != "" && (len(rec.Cluster) > 1 || rec.Gossip != nil) {
+		return fmt.Errorf("%w: member %q last ran at peer address %q, and its peers know it by that address; "+
+			"reopening DataDir %q at %q would cut it off from them: reopen it at %q, or remove it (Leave) and join anew with an empty DataDir",
+			ErrInvalidConfig, rec.Name, rec.PeerAddr, dir, addr, rec.PeerAddr)
+	}
+	cur, err := readMember(dir) // the file's latest, gossip state included
+	if err != nil {
+		return err
+	}
+	cur.PeerAddr = addr
+	if err := writeMember(dir, cur); err != nil {
+		return err
+	}
+	rec.PeerAddr = addr
+	return nil
 }
 
 // claimDataDir binds c.DataDir to c's member on its first use (with a new

@@ -126,6 +126,12 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.DataDir != "" && c.Transport == nil && c.PeerAddr != "" {
+		if err := checkPeerAddr(c.DataDir, rec, tr.Addr()); err != nil {
+			tr.Close()
+			return nil, err
+		}
+	}
 	peers, names := initialPeers(&c, id, tr.Addr())
 	if !c.static() {
 		peers = gossipPeers(rec)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -277,4 +278,30 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// TestReopenAtNewPeerAddrRefused: a member of a three-node cluster
+// reopened on its data dir at another peer address would be cut off (its
+// peers know the old one): Open refuses it with ErrInvalidConfig, naming
+// both addresses, and changes nothing; reopened at its address, it catches
+// up. (A one-node cluster may move: see TestReopenRefusals.)
+func TestReopenAtNewPeerAddrRefused(t *testing.T) {
+	c := newCluster(t, 3)
+	lead := c.leader()
+	f := (lead + 1) % 3
+	old := c.initial[c.names[f]]
+	c.close(f)
+	put(t, c.nodes[lead], "while-away", "v")
+	moved := c.config(f)
+	moved.InitialCluster = maps.Clone(c.initial)
+	moved.InitialCluster[c.names[f]] = freeAddrs(t, 1)[0]
+	_, err := concord.Open(testCtx(t), moved)
+	wantErr(t, err, concord.ErrInvalidConfig)
+	if !strings.Contains(err.Error(), old) || !strings.Contains(err.Error(), moved.InitialCluster[c.names[f]]) {
+		t.Fatalf("error %q names neither the old nor the new address", err)
+	}
+	n := c.open(f)
+	if got := value(t, n, "while-away"); got != "v" {
+		t.Fatalf("reopened at its address, the member reads %q, want v", got)
+	}
 }
