@@ -79,7 +79,11 @@
 //
 // Gossip is advice, raft decides. Each round the leader samples raft's
 // progress (RecentActive: heard from within an election timeout; Match)
-// and plans one change:
+// and plans one change. raft clears RecentActive every election timeout
+// until the member answers again, so a member seen active within three
+// rounds still counts as active: rounds that keep landing in that gap
+// would otherwise keep a learner from ever being promoted.
+//
 //
 //   - a gossip node joining this cluster is added as a learner, and so is
 //     one that says it is a member but is not in the configuration, once

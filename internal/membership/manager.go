@@ -333,6 +333,7 @@ func (m *Manager) reconcile(rs raftnode.Status, cluster uint64, nodes []NodeInfo
 	now := time.Now()
 	if m.health == nil {
 		m.health = newHealth(now)
+		m.health.grace = 3 * m.cfg.Interval // rounds come every Interval, half an election timeout
 	}
 	m.health.observe(now, prog)
 	byID := map[uint64]NodeInfo{}

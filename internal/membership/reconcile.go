@@ -26,8 +26,16 @@ type Tuning struct {
 const catchUpSlack = 100
 
 // health is what the leader tracks of raft activity across rounds.
+//
+// raft clears every member's RecentActive each election timeout, and a
+// member's next answer (a heartbeat's, a tick later) sets it again: a
+// round that falls in between sees the member inactive. Rounds are
+// periodic too, and could fall there every time; so a member counts as
+// active until it has not been seen active for grace (a little over an
+// election timeout).
 type health struct {
 	since       time.Time            // when this node became leader
+	grace       time.Duration        // an inactive round this soon after an active one is not silence
 	lastActive  map[uint64]time.Time // last round the member was RecentActive
 	activeSince map[uint64]time.Time // start of its current active streak
 }
@@ -40,7 +48,9 @@ func newHealth(now time.Time) *health {
 func (h *health) observe(now time.Time, prog map[uint64]raftnode.Progress) {
 	for id, p := range prog {
 		if !p.RecentActive {
-			delete(h.activeSince, id)
+			if !h.recent(now, id) {
+				delete(h.activeSince, id)
+			}
 			continue
 		}
 		h.lastActive[id] = now
@@ -58,6 +68,12 @@ func (h *health) idle(now time.Time, id uint64) time.Duration {
 		t = h.since
 	}
 	return now.Sub(t)
+}
+
+// recent tells whether id was seen active less than grace ago.
+func (h *health) recent(now time.Time, id uint64) bool {
+	t, ok := h.lastActive[id]
+	return ok && now.Sub(t) < h.grace
 }
 
 func (h *health) activeFor(now time.Time, id uint64) time.Duration {
@@ -104,7 +120,7 @@ func plan(w world) change {
 		return change{}
 	}
 	member := func(id uint64) bool { return slices.Contains(w.voters, id) || slices.Contains(w.learners, id) }
-	healthy := func(id uint64) bool { return id == w.self || w.progress[id].RecentActive }
+	healthy := func(id uint64) bool { return id == w.self || w.progress[id].RecentActive || w.health.recent(w.now, id) }
 	reclaimable := func(id uint64) bool {
 		g, ok := w.gossip[id]
 		return id != w.self && ok && (g.State == StateDead || g.State == StateLeft) &&

@@ -167,3 +167,33 @@ func TestPlanAddsBackRemovedMember(t *testing.T) {
 		t.Fatalf("member of another cluster: plan = %+v", c)
 	}
 }
+
+// TestHealthRidesOverRecentActiveResets: raft clears RecentActive every
+// election timeout until the member's next answer; rounds that keep
+// landing in that gap (both are periodic) must not keep a learner's
+// active streak from ever reaching Stabilization. A member silent for
+// longer than grace does lose its streak.
+func TestHealthRidesOverRecentActiveResets(t *testing.T) {
+	const round = 50 * time.Millisecond
+	start := time.Unix(1e6, 0)
+	h := newHealth(start)
+	h.grace = 3 * round
+	now := start
+	for i := range 20 { // every other round falls just after a reset
+		h.observe(now, map[uint64]raftnode.Progress{2: {RecentActive: i%2 == 0}})
+		now = now.Add(round)
+	}
+	if got := h.activeFor(now, 2); got < 900*time.Millisecond {
+		t.Fatalf("active for %v after 20 rounds, every other one just after a reset; want about 1s", got)
+	}
+	if !h.recent(now, 2) {
+		t.Fatal("a member active a round ago is not recent")
+	}
+	for range 4 { // silent for 4 rounds: longer than grace
+		h.observe(now, map[uint64]raftnode.Progress{2: {}})
+		now = now.Add(round)
+	}
+	if got := h.activeFor(now, 2); got != 0 || h.recent(now, 2) {
+		t.Fatalf("after %v of silence: active for %v, recent %v; want 0 and false", 4*round, got, h.recent(now, 2))
+	}
+}
