@@ -82,8 +82,7 @@
 // and plans one change. raft clears RecentActive every election timeout
 // until the member answers again, so a member seen active within three
 // rounds still counts as active: rounds that keep landing in that gap
-// would otherwise keep a learner from ever being promoted.
-//
+// would otherwise keep a learner from ever being promoted. The plan:
 //
 //   - a gossip node joining this cluster is added as a learner, and so is
 //     one that says it is a member but is not in the configuration, once
