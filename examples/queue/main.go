@@ -186,15 +186,20 @@ func run() error {
 func startCluster(ctx context.Context, size int) ([]*concord.Node, error) {
 	initial := map[string]string{}
 	var names []string
+	var lns []net.Listener
 	for i := range size {
-		// Pick a free port: listen, note the address, let it go.
+		// Pick a free port: listen, note the address, let it go once all
+		// are picked (closed at once, a port could be handed out twice).
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return nil, err
 		}
-		ln.Close()
+		lns = append(lns, ln)
 		names = append(names, fmt.Sprintf("n%d", i+1))
 		initial[names[i]] = ln.Addr().String()
+	}
+	for _, ln := range lns {
+		ln.Close()
 	}
 	var nodes []*concord.Node
 	for _, name := range names {
