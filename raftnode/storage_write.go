@@ -20,6 +20,7 @@ type chain struct {
 	txn   *badger.Txn
 	w     committer
 	vlog  bool  // a value set since the last sync may be in the value log
+	vthr  int64 // badger's ValueThreshold: values this long go to the value log
 	est   int64 // upper bound of what txn adds to badger's memtable
 	limit int   // if > 0, rotate before txn holds more key and value bytes
 	bytes int   // keys and values set in txn
@@ -34,7 +35,7 @@ type committer interface {
 }
 
 func newChain(db *badger.DB, w committer) *chain {
-	return &chain{db: db, txn: db.NewTransaction(true), w: w}
+	return &chain{db: db, txn: db.NewTransaction(true), w: w, vthr: db.Opts().ValueThreshold}
 }
 
 // restoreTxnBytes caps the keys and values one transaction of a restore's
@@ -88,7 +89,7 @@ func (c *chain) note(klen, vlen int) {
 	c.bytes += klen + vlen
 	c.ops++
 	c.est += int64(klen+vlen) + memEntryOverhead
-	c.vlog = c.vlog || int64(vlen) >= c.db.Opts().ValueThreshold
+	c.vlog = c.vlog || int64(vlen) >= c.vthr
 }
 
 // rotate commits and syncs the current transaction and begins the next.
