@@ -120,7 +120,13 @@ func start(cfg Config, db *badger.DB) (*Node, error) {
 		tmpDir:   tmpSnapDir,
 		log:      cfg.Logger,
 		commit:   (*badger.Txn).Commit,
-		sync:     func(vlog bool) error { return syncDB(db, vlog) },
+	}
+	n.sync = func(vlog bool) error {
+		mem, err := n.w.memFile()
+		if err != nil {
+			return err
+		}
+		return syncDB(db, mem, vlog)
 	}
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
@@ -133,6 +139,11 @@ func start(cfg Config, db *badger.DB) (*Node, error) {
 		return nil, err
 	}
 	n.w = w
+	defer func() {
+		if !started {
+			w.close()
+		}
+	}()
 	st, err := openStorage(db)
 	if err != nil {
 		return nil, err
@@ -189,6 +200,7 @@ func (n *Node) Stop() error {
 	n.closeOnce.Do(func() {
 		trErr := n.tr.Close() // ends snapshot streams, so their writers return
 		n.wg.Wait()
+		n.w.close()
 		n.closeErr = errors.Join(trErr, n.db.Close())
 		n.removeSpools()
 		n.removeTmpDir()

@@ -1,6 +1,7 @@
 package raftnode
 
 import (
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -35,6 +36,9 @@ type writer struct {
 	fill    int64                   // upper bound of the active memtable's size; < 0: unknown
 	fid     int                     // newest memtable file seen
 	pending bool                    // some commit is not synced yet
+
+	mem    *os.File // memtable file memFid, open to be synced
+	memFid int
 }
 
 // Upper bounds of what badger adds to a memtable (skiplist arena and
@@ -122,6 +126,34 @@ func (w *writer) forget() error {
 	return nil
 }
 
+// memFile returns the active memtable's file, opened to sync it alone,
+// or nil when the writer does not know which memtable is active (after a
+// restore, or in memory). While the fill is known, badger has not rotated
+// past w.fid: a rotation happens only at a commit the writer checks.
+func (w *writer) memFile() (*os.File, error) {
+	if w.dir == "" || w.fill < 0 {
+		return nil, nil
+	}
+	if w.mem != nil && w.memFid == w.fid {
+		return w.mem, nil
+	}
+	w.close()
+	f, err := os.OpenFile(filepath.Join(w.dir, fmt.Sprintf("%05d.mem", w.fid)), os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	w.mem, w.memFid = f, w.fid
+	return f, nil
+}
+
+// close closes the memtable file the writer holds open, if any.
+func (w *writer) close() {
+	if w.mem != nil {
+		_ = w.mem.Close() // opened only to be synced
+		w.mem = nil
+	}
+}
+
 // newestMemFile returns the number of badger's newest memtable file in dir.
 func newestMemFile(dir string) (int, error) {
 	ents, err := os.ReadDir(dir)
@@ -141,20 +173,26 @@ func newestMemFile(dir string) (int, error) {
 	return newest, nil
 }
 
-// syncDB makes every commit so far durable. badger's Sync covers the
-// active memtable and value-log file; with vlog set, some value went to
-// the value log since the last sync and may have filled a file badger
-// has moved past (it syncs a full one only under SyncWrites), so every
+// syncDB makes every commit so far durable. mem, if not nil, is the
+// active memtable's file: syncing it alone covers every commit that wrote
+// no value-log value, and skips the flush of a clean value-log file that
+// badger's Sync would add. Without mem, badger's Sync covers the active
+// memtable and value-log file. With vlog set, some value went to the
+// value log since the last sync and may have filled a file badger has
+// moved past (it syncs a full one only under SyncWrites), so every
 // value-log file is synced as well.
-func syncDB(db *badger.DB, vlog bool) error {
+func syncDB(db *badger.DB, mem *os.File, vlog bool) error {
 	if db.Opts().InMemory {
 		return nil
 	}
-	if err := db.Sync(); err != nil {
-		return err
+	var err error
+	if mem != nil {
+		err = fdatasync(mem)
+	} else {
+		err = db.Sync()
 	}
-	if !vlog {
-		return nil
+	if err != nil || !vlog {
+		return err
 	}
 	paths, err := filepath.Glob(filepath.Join(db.Opts().ValueDir, "*.vlog"))
 	if err != nil {
@@ -185,4 +223,4 @@ func syncFile(path string) error {
 type dbCommitter struct{ db *badger.DB }
 
 func (d dbCommitter) commit(txn *badger.Txn, _ int64) error { return txn.Commit() }
-func (d dbCommitter) flush(vlog bool) error                 { return syncDB(d.db, vlog) }
+func (d dbCommitter) flush(vlog bool) error                 { return syncDB(d.db, nil, vlog) }
