@@ -61,6 +61,11 @@ func TestCallLeaderAnsweredByLeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A read barrier returns once the leader has committed its term's
+	// first entry: the commit index moves no more on its own.
+	if err := c.Node(lead).ReadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
 	commit := c.Node(lead).Status().Commit
 	for round := range 20 {
 		for i := range 3 {

@@ -35,6 +35,7 @@ type Node struct {
 	log     *slog.Logger
 	commit  func(*badger.Txn) error // commits, unsynced; tests wrap it
 	sync    func(vlog bool) error   // syncs every commit so far (syncDB); tests wrap it
+	syncOld func(fid int) error     // syncs a memtable badger rotated past (syncMemFile); tests wrap it
 	w       *writer                 // the raft goroutine's commits
 
 	propC    chan *proposal
@@ -128,13 +129,14 @@ func start(cfg Config, db *badger.DB) (*Node, error) {
 		}
 		return syncDB(db, mem, vlog)
 	}
+	n.syncOld = func(fid int) error { return syncMemFile(db.Opts().Dir, fid) }
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.testHook != nil {
 		cfg.testHook(n)
 	}
-	w, err := newWriter(db, n.commit, n.sync)
+	w, err := newWriter(db, n.commit, n.sync, n.syncOld)
 	if err != nil {
 		return nil, err
 	}

@@ -25,8 +25,9 @@ import (
 // wrap each node's sync function (through Config.testHook) so that it
 // records what badger held when a sync began (badger runs without
 // SyncWrites: a sync makes every commit before it durable), and its
-// commit function, to check that no commit left unsynced ends up behind a
-// memtable badger has rotated past (see writer.go).
+// commit function, to check that a memtable badger rotated past while it
+// held unsynced commits is synced before the next commit or sync (see
+// writer.go).
 // TestSyncCallsReachTheDisk checks the syscalls themselves.
 
 // syncProbe watches one peer's syncs. It survives the peer's restarts.
@@ -41,6 +42,8 @@ type syncProbe struct {
 	commits   int // commits
 	deferred  int // commits made while an earlier one was unsynced
 	rotations int // memtable rotations seen at a commit
+	owed      int // memtable rotated past with unsynced commits, not synced yet; -1: none
+	oldSyncs  int // such memtables synced
 
 	bad     []string // ordering violations seen
 	appResp int      // MsgAppResp checked
@@ -58,10 +61,24 @@ func (p *syncProbe) hook(n *Node) {
 		panic(err)
 	}
 	p.mu.Lock()
-	p.synced, p.hs = last, hs
+	p.synced, p.hs, p.owed = last, hs, -1
 	p.mu.Unlock()
+	innerOld := n.syncOld
+	n.syncOld = func(fid int) error {
+		if err := innerOld(fid); err != nil {
+			return err
+		}
+		p.mu.Lock()
+		if fid == p.owed {
+			p.owed = -1
+			p.oldSyncs++
+		}
+		p.mu.Unlock()
+		return nil
+	}
 	innerSync := n.sync
 	n.sync = func(vlog bool) error {
+		p.checkOwed("sync")
 		p.mu.Lock()
 		fail := p.failAt > 0 && p.calls+1 >= p.failAt
 		p.failed = p.failed || fail
@@ -84,6 +101,7 @@ func (p *syncProbe) hook(n *Node) {
 	}
 	innerCommit := n.commit
 	n.commit = func(txn *badger.Txn) error {
+		p.checkOwed("commit")
 		unsynced := n.w != nil && n.w.pending
 		before, err := newestMemFile(n.db.Opts().Dir)
 		if err != nil {
@@ -104,10 +122,10 @@ func (p *syncProbe) hook(n *Node) {
 		if after != before {
 			p.rotations++
 		}
-		p.mu.Unlock()
 		if unsynced && after != before {
-			p.violation("badger rotated its memtable (%d to %d) at a commit while an earlier commit was unsynced (fill %d of %d, fid %d)", before, after, n.w.fill, n.w.limit, n.w.fid)
+			p.owed = before
 		}
+		p.mu.Unlock()
 		return nil
 	}
 }
@@ -137,6 +155,17 @@ func syncCandidate(db *badger.DB) (uint64, *pb.HardState, error) {
 		return nil
 	})
 	return last, hs, err
+}
+
+// checkOwed reports a commit or sync (what) made while a memtable badger
+// rotated past still holds unsynced commits.
+func (p *syncProbe) checkOwed(what string) {
+	p.mu.Lock()
+	owed := p.owed
+	p.mu.Unlock()
+	if owed >= 0 {
+		p.violation("a %s came before memtable %d, rotated past with unsynced commits, was synced", what, owed)
+	}
 }
 
 func (p *syncProbe) state() (calls int, synced uint64) {
@@ -479,13 +508,13 @@ func TestEachAckAfterItsSync(t *testing.T) {
 	}
 }
 
-// TestUnsyncedApplyStaysInOneMemtable: followers leave the apply of
-// entries they already hold unsynced until the next sync, but never across
-// a memtable rotation: with 256 KiB memtables, thousands of proposals
-// rotate them again and again, and no commit finds a rotation while an
-// earlier one is unsynced. The probes also check every acknowledgement,
+// TestRotatedMemtableSynced: peers leave the apply of entries they
+// already hold unsynced until the next sync, and when badger rotates past
+// a memtable that holds such applies, the writer syncs it before its next
+// commit or sync: with 256 KiB memtables, thousands of proposals rotate
+// them again and again. The probes also check every acknowledgement,
 // append response and vote against what was synced.
-func TestUnsyncedApplyStaysInOneMemtable(t *testing.T) {
+func TestRotatedMemtableSynced(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	s := newSyncPeersWith(t, 3, func(o badger.Options) badger.Options {
@@ -493,27 +522,28 @@ func TestUnsyncedApplyStaysInOneMemtable(t *testing.T) {
 	})
 	s.waitLeader(ctx)
 	s.propose(ctx, strings.Repeat("m", 1000), 3000) // about 2 KiB per proposal and peer
-	var deferred, rotations int
+	var deferred, rotations, oldSyncs int
 	for i, p := range s.probes {
 		p.mu.Lock()
-		t.Logf("peer %d: %d commits, %d of them after an unsynced one, %d rotations, %d syncs", i+1, p.commits, p.deferred, p.rotations, p.calls)
+		t.Logf("peer %d: %d commits, %d of them after an unsynced one, %d rotations, %d of them past unsynced commits, %d syncs", i+1, p.commits, p.deferred, p.rotations, p.oldSyncs, p.calls)
 		for _, b := range p.bad {
 			t.Errorf("peer %d: %s", i+1, b)
 		}
 		deferred += p.deferred
 		rotations += p.rotations
+		oldSyncs += p.oldSyncs
 		p.mu.Unlock()
 	}
-	if deferred == 0 || rotations < 3 {
-		t.Fatalf("%d commits after an unsynced one and %d rotations: the test proved nothing", deferred, rotations)
+	if deferred == 0 || rotations < 3 || oldSyncs == 0 {
+		t.Fatalf("%d commits after an unsynced one, %d rotations, %d past unsynced commits: the test proved nothing", deferred, rotations, oldSyncs)
 	}
 }
 
-// TestUnsyncedApplyStaysInOneMemtableAfterRestore: a follower that missed
-// more than the log keeps installs a snapshot (its restore writes around
-// the writer and switches memtables), then goes on applying: the writer
-// must not take the restore's switch for one of its own commits.
-func TestUnsyncedApplyStaysInOneMemtableAfterRestore(t *testing.T) {
+// TestRotatedMemtableSyncedAfterRestore: a follower that missed more than
+// the log keeps installs a snapshot (its restore writes around the writer
+// and switches memtables), then goes on applying: the writer must not take
+// the restore's switch for one of its own commits.
+func TestRotatedMemtableSyncedAfterRestore(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	s := newSyncPeersWith(t, 3, func(o badger.Options) badger.Options {
@@ -542,7 +572,7 @@ func TestUnsyncedApplyStaysInOneMemtableAfterRestore(t *testing.T) {
 	}
 	for i, p := range s.probes {
 		p.mu.Lock()
-		t.Logf("peer %d: %d commits, %d after an unsynced one, %d rotations", i+1, p.commits, p.deferred, p.rotations)
+		t.Logf("peer %d: %d commits, %d after an unsynced one, %d rotations, %d of them past unsynced commits", i+1, p.commits, p.deferred, p.rotations, p.oldSyncs)
 		for _, b := range p.bad {
 			t.Errorf("peer %d: %s", i+1, b)
 		}

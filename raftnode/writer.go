@@ -1,7 +1,9 @@
 package raftnode
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -23,16 +25,21 @@ import (
 // commit left unsynced in a memtable badger then rotated past could be
 // lost to a power cut while a later, synced commit survives, leaving a
 // hole in the applied state. badger rotates when a write finds the
-// memtable full, so the writer keeps an upper bound of the memtable's
-// fill, from the size of what it writes, and syncs what is pending before
-// any commit that could find the memtable full. It learns of a rotation
-// from the memtable file badger creates for it; until it has seen one
-// (after a restore, which rotates behind its back) it syncs every commit.
+// memtable full; the commit that rotated is the only one in the new
+// memtable. So after a commit that rotated, the writer syncs the old
+// memtable's file before anything else, if it holds unsynced commits (a
+// file badger has already flushed to a table and removed is durable
+// there). To know when to look for a rotation, it keeps an upper bound
+// of the memtable's fill, from the size of what it writes, and looks
+// after each commit that could have found the memtable full: a new
+// memtable file means a rotation. Until it has seen one (after a
+// restore, which rotates behind its back) it looks after every commit.
 type writer struct {
 	dir     string
 	limit   int64                   // badger's MemTableSize
 	commitF func(*badger.Txn) error // Node.commit
 	syncF   func(vlog bool) error   // Node.sync
+	oldF    func(fid int) error     // Node.syncOld
 	fill    int64                   // upper bound of the active memtable's size; < 0: unknown
 	fid     int                     // newest memtable file seen
 	pending bool                    // some commit is not synced yet
@@ -51,8 +58,8 @@ const (
 	memBase           = 256
 )
 
-func newWriter(db *badger.DB, commit func(*badger.Txn) error, sync func(bool) error) (*writer, error) {
-	w := &writer{dir: db.Opts().Dir, limit: db.Opts().MemTableSize, commitF: commit, syncF: sync, fill: -1}
+func newWriter(db *badger.DB, commit func(*badger.Txn) error, sync func(bool) error, syncOld func(int) error) (*writer, error) {
+	w := &writer{dir: db.Opts().Dir, limit: db.Opts().MemTableSize, commitF: commit, syncF: sync, oldF: syncOld, fill: -1}
 	if db.Opts().InMemory {
 		w.fill, w.limit = 0, math.MaxInt64 // nothing to sync
 		return w, nil
@@ -70,22 +77,14 @@ func newWriter(db *badger.DB, commit func(*badger.Txn) error, sync func(bool) er
 // without syncing it.
 func (w *writer) commit(txn *badger.Txn, est int64) error {
 	est += memCommitOverhead
-	risky := w.fill < 0 || w.fill+est >= w.limit
-	if risky && w.pending {
-		if err := w.flush(false); err != nil {
-			txn.Discard()
-			return err
-		}
-	}
+	mayRotate := w.fill < 0 || w.fill+est >= w.limit
+	unsynced := w.pending
 	if err := w.commitF(txn); err != nil {
 		return err
 	}
 	w.pending = true
-	if !risky {
+	if !mayRotate {
 		w.fill += est
-		return nil
-	}
-	if w.dir == "" {
 		return nil
 	}
 	fid, err := newestMemFile(w.dir)
@@ -94,6 +93,11 @@ func (w *writer) commit(txn *badger.Txn, est int64) error {
 	}
 	switch {
 	case fid != w.fid: // badger rotated for this commit: it alone is in the new memtable
+		if unsynced {
+			if err := w.oldF(w.fid); err != nil {
+				return err
+			}
+		}
 		w.fid, w.fill = fid, memBase+est
 	case w.fill >= 0:
 		w.fill += est
@@ -138,7 +142,7 @@ func (w *writer) memFile() (*os.File, error) {
 		return w.mem, nil
 	}
 	w.close()
-	f, err := os.OpenFile(filepath.Join(w.dir, fmt.Sprintf("%05d.mem", w.fid)), os.O_RDWR, 0)
+	f, err := os.OpenFile(memPath(w.dir, w.fid), os.O_RDWR, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -152,6 +156,29 @@ func (w *writer) close() {
 		_ = w.mem.Close() // opened only to be synced
 		w.mem = nil
 	}
+}
+
+// memPath is the path of badger's memtable file fid in dir.
+func memPath(dir string, fid int) string {
+	return filepath.Join(dir, fmt.Sprintf("%05d.mem", fid))
+}
+
+// syncMemFile syncs badger's memtable file fid in dir. A file badger has
+// removed was flushed to a table, and badger synced that table and its
+// manifest before removing it.
+func syncMemFile(dir string, fid int) error {
+	f, err := os.OpenFile(memPath(dir, fid), os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	err = fdatasync(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // newestMemFile returns the number of badger's newest memtable file in dir.
