@@ -51,9 +51,11 @@
 // state, applied state and applied index) is written in one transaction,
 // so one sync covers it all. A Ready that only applies entries this peer
 // already holds on disk is not synced on its own: the next sync covers
-// it, and a crash before that replays it from the log. badger's Sync
-// covers only its active memtable, so raftnode never leaves a commit
-// unsynced across a memtable switch (writer.go). A restart replays the
+// it, and a crash before that replays it from the log. A sync is an
+// fdatasync of badger's active memtable file (and of its value-log files
+// when a value went there); when badger switches memtables, the one it
+// left is synced at once if it holds unsynced commits (writer.go). A
+// restart replays the
 // log from the applied index: it never applies an entry twice nor skips
 // one.
 //
