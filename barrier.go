@@ -130,7 +130,7 @@ func (b *DoubleBarrier) enter(ctx context.Context) error {
 	rand.Read(id[:])
 	key := b.prefix + fmt.Sprintf("%x-", int64(b.s.Lease())) + hex.EncodeToString(id[:])
 	resp, err := b.n.Txn(ctx).
-		Then(OpPut(key, "", WithLease(b.s.Lease())), OpGet(b.prefix, WithPrefix(), WithCountOnly()), OpGet(b.ready, WithKeysOnly())).
+		Then(OpPut(key, "", WithLease(b.s.Lease())), OpGet(b.prefix, WithPrefix(), WithKeysOnly()), OpGet(b.ready, WithKeysOnly())).
 		Commit()
 	if err != nil {
 		b.removeKey(ctx, key)
@@ -139,7 +139,7 @@ func (b *DoubleBarrier) enter(ctx context.Context) error {
 	b.key = key
 	rev := resp.Revision
 	ready := len(resp.Responses[2].Get().Kvs) > 0
-	if !ready && resp.Responses[1].Get().Count >= int64(b.count) {
+	if !ready && len(ownKeys(resp.Responses[1].Get().Kvs, b.prefix)) >= b.count {
 		// The count-th: open the barrier. The ready key lives as long as
 		// this session, so that a crashed round does not leave it behind.
 		if _, err := b.n.Put(ctx, b.ready, "", WithLease(b.s.Lease())); err != nil {
@@ -191,7 +191,7 @@ func (b *DoubleBarrier) leave(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		kvs := resp.Kvs
+		kvs := ownKeys(resp.Kvs, b.prefix) // not a nested barrier's
 		mine := slices.IndexFunc(kvs, func(kv *KeyValue) bool { return string(kv.Key) == b.key })
 		switch {
 		case mine < 0 && !left && electSessionDone(b.s):

@@ -83,6 +83,7 @@ func (n *Node) claim(ctx context.Context, op *Op) (*ClaimResponse, error) {
 	}
 	n.claims.Add(1)
 	resp, err := n.write(ctx, op.request())
+	n.dropTTLLease(ctx, op, err, err == nil && resp.GetClaim().GetKv() == nil) // nothing free: no marker took the lease
 	if err != nil {
 		return nil, err
 	}

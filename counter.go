@@ -69,6 +69,7 @@ func (c *Counter) add(ctx context.Context, delta int64) (*AddResponse, error) {
 		return nil, err
 	}
 	resp, err := n.write(ctx, op.request())
+	n.dropTTLLease(ctx, &op, err, false)
 	if err != nil {
 		return nil, err
 	}

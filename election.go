@@ -149,7 +149,7 @@ func (e *Election[T]) waitFirst(ctx context.Context, key string, rev int64) erro
 		}
 		var pred *KeyValue
 		mine := false
-		for _, kv := range resp.Kvs {
+		for _, kv := range ownKeys(resp.Kvs, e.prefix) {
 			if kv.CreateRevision < rev {
 				pred = kv
 			} else if string(kv.Key) == key && kv.CreateRevision == rev {
@@ -301,6 +301,29 @@ func (e *Election[T]) Token() int64 {
 	return e.rev
 }
 
+// first returns the leader's key with its value: the oldest campaign key
+// (a linearizable read), ErrNoLeader if none. The keys of an election
+// whose name extends this one's lie deeper under the prefix and do not
+// count.
+func (e *Election[T]) first(ctx context.Context) (*KeyValue, error) {
+	resp, err := e.n.Get(ctx, e.prefix, WithPrefix(), WithKeysOnly(), WithSort(SortByCreateRevision, SortAscend))
+	if err != nil {
+		return nil, err
+	}
+	kvs := ownKeys(resp.Kvs, e.prefix)
+	if len(kvs) == 0 {
+		return nil, ErrNoLeader
+	}
+	r, err := e.n.Get(ctx, string(kvs[0].Key), WithRev(resp.Revision), WithSerializable())
+	if err != nil {
+		return nil, err
+	}
+	if len(r.Kvs) == 0 { // unreachable: the key is live at that revision
+		return nil, ErrNoLeader
+	}
+	return r.Kvs[0], nil
+}
+
 // Leader returns the current leader (a linearizable read), or an error
 // wrapping ErrNoLeader when there is none. A value that does not decode
 // gives an error wrapping ErrDecode. A codec of another type than the
@@ -310,14 +333,10 @@ func (e *Election[T]) Leader(ctx context.Context) (Leader[T], error) {
 	if err := cmp.Or(e.err, codecErr(e.codec)); err != nil {
 		return Leader[T]{}, fmt.Errorf("concord.Election.Leader: %w", err)
 	}
-	resp, err := e.n.Get(ctx, e.prefix, WithPrefix(), WithSort(SortByCreateRevision, SortAscend), WithLimit(1))
+	kv, err := e.first(ctx)
 	if err != nil {
 		return Leader[T]{}, fmt.Errorf("concord.Election.Leader: %w", err)
 	}
-	if len(resp.Kvs) == 0 {
-		return Leader[T]{}, fmt.Errorf("concord.Election.Leader: %w", ErrNoLeader)
-	}
-	kv := resp.Kvs[0]
 	l := Leader[T]{Key: string(kv.Key), Token: kv.CreateRevision}
 	if l.Value, err = e.codec.Decode(kv.Value); err != nil {
 		return l, fmt.Errorf("concord.Election.Leader: %w: key %q: %w", ErrDecode, kv.Key, err)

@@ -84,7 +84,7 @@ func (e *Election[T]) observe(ctx context.Context, from int64, out chan<- Leader
 			continue
 		}
 		o.kvs = map[string]*KeyValue{}
-		for _, kv := range resp.Kvs {
+		for _, kv := range ownKeys(resp.Kvs, e.prefix) {
 			o.kvs[string(kv.Key)] = kv
 		}
 		if !e.observeReport(ctx, o, out) {
@@ -98,9 +98,11 @@ func (e *Election[T]) observe(ctx context.Context, from int64, out chan<- Leader
 			// A response may hold several revisions (a watcher catching
 			// up): report after each, so no state is skipped.
 			for i, ev := range wr.Events {
-				if ev.Type == EventTypePut {
+				switch {
+				case !ownKey(ev.Kv.Key, e.prefix): // another election's
+				case ev.Type == EventTypePut:
 					o.kvs[string(ev.Kv.Key)] = ev.Kv
-				} else {
+				default:
 					delete(o.kvs, string(ev.Kv.Key))
 				}
 				last := i == len(wr.Events)-1

@@ -94,16 +94,17 @@ func (q *lockQueue) enqueue(ctx context.Context, val string, extra ...Op) (rev i
 }
 
 // waiters reads the waiters, oldest first, and the revision they were read
-// at. The read is local: this node applied the queuing txn, so it sees
-// every key older than the caller's that is still there. (It runs here,
-// not in the queuing txn, so that its range scan stays out of every
-// node's apply loop.)
+// at: the keys one segment under the prefix (a lock named name/x keeps
+// its own below name/x/). The read is local: this node applied the
+// queuing txn, so it sees every key older than the caller's that is
+// still there. (It runs here, not in the queuing txn, so that its range
+// scan stays out of every node's apply loop.)
 func (q *lockQueue) waiters(ctx context.Context) ([]*KeyValue, int64, error) {
 	resp, err := q.s.n.Get(ctx, q.pfx, WithRange(q.waitersEnd()), WithSort(SortByCreateRevision, SortAscend), WithSerializable())
 	if err != nil {
 		return nil, 0, err
 	}
-	return resp.Kvs, resp.Revision, nil
+	return ownKeys(resp.Kvs, q.pfx), resp.Revision, nil
 }
 
 // older returns the waiters created before rev that block the caller.

@@ -41,6 +41,7 @@ type Op struct {
 	lease       LeaseID
 	ttl         time.Duration
 	hasTTL      bool
+	granted     bool // lease was granted for hasTTL by ttlLease
 	ignoreValue bool
 	ignoreLease bool
 

@@ -87,7 +87,10 @@ func WithLease(id LeaseID) OpOption {
 // Create, CompareAndSwap and PutSequential, not for ops in a Txn. ttl must
 // be at least the election timeout, as Grant's. Each such put grants a
 // lease; the one of an earlier put lingers, without the key, until its own
-// expiry.
+// expiry. A put that is refused (ErrKeyExists, ErrCompareFailed,
+// ErrKeyNotFound, ...) revokes the lease it was granted, as does a Claim
+// that finds nothing free; one whose outcome is unknown (a timeout)
+// keeps it.
 func WithTTL(ttl time.Duration) OpOption {
 	return func(op *Op) { op.ttl, op.hasTTL = ttl, true }
 }

@@ -114,6 +114,12 @@ func WithDeadLetterPrefix(prefix string) QueueOption {
 // options. Bad options make every call fail with ErrInvalidRequest (an
 // empty name with ErrEmptyKey, dead-letter keys too long with
 // ErrKeyTooLarge).
+//
+// Queues nest like paths ("jobs" and "jobs/urgent" are two queues), but
+// a segment after the first may not be m, c, w or dead, the segments a
+// queue keeps its keys under: the keys of "jobs/m" would lie among the
+// messages of "jobs". Such a name makes every call fail with
+// ErrInvalidRequest.
 func NewQueue[T any](s *Session, name string, opts ...QueueOption) *Queue[T] {
 	o := queueOptions{dead: name + "/dead/"}
 	for _, opt := range opts {
@@ -133,6 +139,11 @@ func NewQueue[T any](s *Session, name string, opts ...QueueOption) *Queue[T] {
 	switch {
 	case name == "":
 		q.err = fmt.Errorf("%w: queue name", ErrEmptyKey)
+	case queueClash(name) >= 0:
+		segs := strings.Split(name, "/")
+		i := queueClash(name)
+		q.err = fmt.Errorf("%w: queue name %q: the queue %q keeps its keys under the segment %q, so their keys would mix",
+			ErrInvalidRequest, name, strings.Join(segs[:i], "/"), segs[i])
 	case o.vis < 0:
 		q.err = fmt.Errorf("%w: WithVisibilityTimeout(%v) is negative", ErrInvalidRequest, o.vis)
 	case o.vis > 0 && o.vis < s.n.minTTL():
@@ -298,6 +309,18 @@ func (q *Queue[T]) DeadLetters(ctx context.Context) ([]DeadLetter[T], error) {
 const queueIDLen = 58
 
 // key returns the key of kind ("m", "c", "w") for id; id "" gives the prefix.
+// queueClash returns the index of the first segment of name, after the
+// first segment, that a queue keeps its keys under (see NewQueue); -1 if
+// none.
+func queueClash(name string) int {
+	for i, seg := range strings.Split(name, "/") {
+		if i > 0 && (seg == "m" || seg == "c" || seg == "w" || seg == "dead") {
+			return i
+		}
+	}
+	return -1
+}
+
 func (q *Queue[T]) key(kind, id string) string { return q.name + "/" + kind + "/" + id }
 
 // delayedKey returns the key of message id delayed until at. An at past

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -38,6 +39,7 @@ func (n *Node) put(ctx context.Context, op *Op) (*PutResponse, error) {
 		return nil, err
 	}
 	resp, err := n.write(ctx, op.request())
+	n.dropTTLLease(ctx, op, err, false)
 	if errors.Is(err, ErrResultUnknown) && !op.prevKV && !op.ignoreValue && !op.ignoreLease {
 		// A validated plain put cannot be refused by the state machine:
 		// it was applied.
@@ -156,11 +158,12 @@ func (n *Node) putIf(ctx context.Context, cmp Cmp, v any, put Op, failErr error)
 	}
 	op := OpTxn([]Cmp{Compare(cmp, "=", v)}, []Op{put}, nil)
 	resp, err := n.commitTxn(ctx, &op)
+	if err == nil && !resp.Succeeded {
+		err = failErr
+	}
+	n.dropTTLLease(ctx, &put, err, false)
 	if err != nil {
 		return nil, err
-	}
-	if !resp.Succeeded {
-		return nil, failErr
 	}
 	return resp.Responses[0].Put(), nil
 }
@@ -214,8 +217,38 @@ func (n *Node) ttlLease(ctx context.Context, op *Op) error {
 	if err != nil {
 		return err
 	}
-	op.lease, op.hasTTL = id, false
+	op.lease, op.hasTTL, op.granted = id, false, true
 	return nil
+}
+
+// ttlLeaseTimeout bounds the revoke of a lease ttlLease granted for a
+// write that was refused (the caller's ctx may be over).
+const ttlLeaseTimeout = 5 * time.Second
+
+// dropTTLLease revokes the lease ttlLease granted for op when the write
+// did not and never will happen (err is a refusal, or unused is set):
+// no key is attached to it. Best effort: a lease left behind expires.
+func (n *Node) dropTTLLease(ctx context.Context, op *Op, err error, unused bool) {
+	if !op.granted || !(unused || refused(err)) {
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ttlLeaseTimeout)
+	defer cancel()
+	_ = n.revoke(rctx, op.lease)
+}
+
+// refused tells whether err is a definite refusal of a write: the state
+// machine's (or a failed compare), not an unknown outcome.
+func refused(err error) bool {
+	if err == nil || errors.Is(err, ErrResultUnknown) {
+		return false
+	}
+	for _, e := range []error{ErrCompareFailed, ErrKeyExists, ErrKeyNotFound, ErrLeaseNotFound, ErrRequestTooLarge, ErrInvalidRequest, ErrCompacted, ErrFutureRev} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // localHeader is a header for a write whose result is unknown: the
