@@ -55,11 +55,12 @@ func (f *Fence) do(ctx context.Context, token int64, ops []Op) (*TxnResponse, er
 	}
 	then := append([]Op{OpPut(f.key, fenceValue(token))}, ops...)
 	// A Value compare on a missing key is false: the first token goes
-	// through the Version = 0 branch.
+	// through the Version = 0 branch. The inner txn succeeds for a stale
+	// token (the recorded one is greater), and writes in its Else.
 	resp, err := f.n.Txn(ctx).
 		If(Compare(Version(f.key), "=", 0)).
 		Then(then...).
-		Else(OpTxn([]Cmp{Compare(Value(f.key), "<", fenceValue(token+1))}, then, []Op{OpGet(f.key)})).
+		Else(OpTxn([]Cmp{Compare(Value(f.key), ">", fenceValue(token))}, []Op{OpGet(f.key)}, then)).
 		Commit()
 	if err != nil {
 		return nil, err
@@ -68,7 +69,7 @@ func (f *Fence) do(ctx context.Context, token int64, ops []Op) (*TxnResponse, er
 	switch inner := resp.Responses[0].Txn(); {
 	case resp.Succeeded:
 		out.Responses = resp.Responses[1:]
-	case inner.Succeeded:
+	case !inner.Succeeded:
 		out.Responses = inner.Responses[1:]
 	default:
 		last := "?"

@@ -1,6 +1,7 @@
 package concord_test
 
 import (
+	"math"
 	"testing"
 
 	"github.com/concordkv/concord"
@@ -40,6 +41,12 @@ func TestFenceRejectsStaleTokens(t *testing.T) {
 	}
 	if tok, err := f.Token(ctx); err != nil || tok != 100 {
 		t.Fatalf("Token = %d, %v; want 100", tok, err)
+	}
+	// The highest token there is, twice: the same holder again.
+	for range 2 {
+		if _, err := f.Do(ctx, math.MaxInt64); err != nil {
+			t.Fatalf("token MaxInt64: %v", err)
+		}
 	}
 }
 

@@ -128,7 +128,8 @@ func TestGossipGrowShrinkReclaim(t *testing.T) {
 // TestGossipReclaimedLearnerStopsRemoved: a learner reclaimed while it
 // was down, reopened on its data dir, is added back as a learner and
 // learns that it was removed as it catches up: Ready and its calls fail
-// with ErrRemoved (and ErrStopped), and Err says so.
+// with ErrRemoved (and ErrStopped), and Err says so; its watches, made
+// before or after, end with one Canceled response saying so.
 func TestGossipReclaimedLearnerStopsRemoved(t *testing.T) {
 	g := newGossipCluster(t, 3, 3)
 	for _, name := range names("g", 1, 4) {
@@ -141,12 +142,23 @@ func TestGossipReclaimedLearnerStopsRemoved(t *testing.T) {
 	n := g.open(victim)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	early := n.Watch(ctx, "k")
 	err := n.Ready(ctx)
 	if !errors.Is(err, concord.ErrRemoved) || !errors.Is(err, concord.ErrStopped) || !errors.Is(n.Err(), concord.ErrRemoved) {
 		t.Fatalf("reclaimed %s reopened: Ready = %v, Err = %v; want ErrStopped and ErrRemoved", victim, err, n.Err())
 	}
 	if _, err := n.Put(ctx, "k", "v"); !errors.Is(err, concord.ErrRemoved) {
 		t.Fatalf("Put on the reclaimed %s: %v, want ErrRemoved", victim, err)
+	}
+	for what, wc := range map[string]concord.WatchChan{"before": early, "after": n.Watch(ctx, "k")} {
+		select {
+		case r, ok := <-wc:
+			if !ok || !r.Canceled || !errors.Is(r.Err(), concord.ErrRemoved) {
+				t.Fatalf("a watch made %s the removal: %+v (open %v), err %v; want Canceled with ErrRemoved", what, r, ok, r.Err())
+			}
+		case <-ctx.Done():
+			t.Fatalf("a watch made %s the removal got nothing", what)
+		}
 	}
 }
 

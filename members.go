@@ -155,7 +155,10 @@ func (n *Node) IsLeader() bool { return !n.closed.Load() && n.rn.IsLeader() }
 // TransferLeadership hands leadership to the voter with raft id to, and
 // returns once to leads (at once if it already does) or ctx ends. Call it
 // on the leader or on the member taking over; elsewhere it returns
-// ErrNotLeader. An id that is not a voter gets ErrInvalidRequest.
+// ErrNotLeader. An id that is not a voter gets ErrInvalidRequest. Writes
+// pause while a transfer is under way (raft takes no proposal then), so
+// the leader starts none to a member it has not heard from lately; it
+// tries again while ctx lasts.
 func (n *Node) TransferLeadership(ctx context.Context, to uint64) error {
 	if err := n.transferLeadership(ctx, to); err != nil {
 		return fmt.Errorf("concord.TransferLeadership: %w", err)
@@ -202,7 +205,8 @@ const leaveGossipTimeout = 2 * time.Second
 // down and the others elect a new leader, so writes pause for about an
 // election timeout. Leave needs a quorum, as any membership change; if ctx
 // ends first the member may or may not have been removed, and the node
-// stays open.
+// stays open. Calls in flight when the removal stops the node return
+// ErrClosed, as from Close: a write among them may have been applied.
 func (n *Node) Leave(ctx context.Context) error {
 	if err := n.leave(ctx); err != nil {
 		return fmt.Errorf("concord.Leave: %w", err)
@@ -235,8 +239,12 @@ func (n *Node) leave(ctx context.Context) (err error) {
 			return n.raftErr(err)
 		}
 	}
+	// Calls in flight when the removal stops the node get ErrClosed, as
+	// from Close, which Leave ends with.
+	n.leaving.Store(true)
 	err = n.rn.RemovePeer(ctx, n.id)
 	if err != nil && !errors.Is(n.rn.Err(), raftnode.ErrRemoved) {
+		n.leaving.Store(false)
 		return n.raftErr(err)
 	}
 	if n.mgr != nil {

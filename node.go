@@ -51,6 +51,7 @@ type Node struct {
 	// the DB).
 	lifeMu    sync.RWMutex
 	closed    atomic.Bool
+	leaving   atomic.Bool // Leave is removing this member: its removal is a close
 	closeOnce sync.Once
 	closeErr  error
 
@@ -218,6 +219,7 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	if c.gossip() {
 		if err := n.startGossip(rec, tr.Addr(), log); err != nil {
+			hub.Close()
 			err = errors.Join(err, rn.Stop())
 			if mem != nil {
 				mem.Close()
@@ -231,6 +233,9 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 	self.Store(n)
 	if err := ls.Load(rn.DB()); err != nil {
 		hub.Close()
+		if n.mgr != nil {
+			err = errors.Join(err, n.mgr.Close())
+		}
 		err = errors.Join(err, rn.Stop())
 		if mem != nil {
 			mem.Close()
@@ -241,6 +246,15 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 	bg, cancel := context.WithCancel(context.Background())
 	n.cancelBg = cancel
 	n.wg.Go(func() { n.awaitReady(bg) })
+	n.wg.Go(func() {
+		// A node that stops on its own (removed, a storage error) ends
+		// its watches, with the reason (see watchResponse).
+		select {
+		case <-rn.Done():
+			hub.Close()
+		case <-bg.Done():
+		}
+	})
 	n.wg.Go(func() { n.renewer(bg) })
 	return n, nil
 }
@@ -337,7 +351,7 @@ func (n *Node) alive() error {
 
 // stoppedErr is what calls get once the raft peer has stopped.
 func (n *Node) stoppedErr() error {
-	if n.closed.Load() {
+	if n.closed.Load() || (n.leaving.Load() && errors.Is(n.rn.Err(), raftnode.ErrRemoved)) {
 		return ErrClosed
 	}
 	if err := n.Err(); err != nil {

@@ -78,7 +78,7 @@ func (r *Registry[T]) Register(ctx context.Context, s *Session, instance string,
 	}
 	select {
 	case <-s.Done():
-		return fmt.Errorf("concord.Registry.Register: %w", ErrSessionExpired)
+		return fmt.Errorf("concord.Registry.Register: %w", s.expired())
 	default:
 	}
 	if _, err := r.n.Put(ctx, key, string(b), WithLease(s.Lease())); err != nil {

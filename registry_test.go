@@ -238,6 +238,9 @@ func TestRegistryBadInput(t *testing.T) {
 	}
 	s.Orphan() // Done closes; the lease lives on until its TTL
 	unchanged(t, n, concord.ErrSessionExpired, func() error { return r.Register(ctx, s, "a", v) })
+	if err := r.Register(ctx, s, "a", v); errors.Is(err, concord.ErrClosed) {
+		t.Fatalf("Register on an ended session of an open node: %v, want no ErrClosed", err)
+	}
 
 	// A codec given explicitly is used.
 	typed := concord.NewRegistry[registryEndpoint](n, "svc2", concord.WithRegistryCodec(concord.JSON[registryEndpoint]()))
@@ -266,4 +269,20 @@ func TestRegistryWatchEndsWithCtx(t *testing.T) {
 		close(registryClosed)
 	}()
 	waitClosed(t, registryClosed, "Watch to close after its ctx ended")
+}
+
+// TestRegistryRegisterOnClosedNode: on a closed node Register fails with
+// ErrClosed (beside ErrSessionExpired: the session ended with the node),
+// as the other primitives do.
+func TestRegistryRegisterOnClosedNode(t *testing.T) {
+	n := openOne(t)
+	ctx := testCtx(t)
+	s := newSession(t, n)
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	err := concord.NewRegistry[registryEndpoint](n, "svc").Register(ctx, s, "a", registryEndpoint{"a:1"})
+	if !errors.Is(err, concord.ErrClosed) || !errors.Is(err, concord.ErrSessionExpired) {
+		t.Fatalf("Register on a closed node: %v, want ErrClosed and ErrSessionExpired", err)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"strings"
 )
 
 // seqDigits is the width of PutSequential's zero-padded numbers: enough
@@ -30,7 +31,9 @@ func sequenceMarker(prefix string) string { return "__" + prefix }
 // that the marker was not changed after R. Every earlier key's number is
 // at most its create revision <= the marker's mod revision <= R, so the
 // new key sorts after all of them. The marker is the key "__" + prefix
-// (as in etcd's recipes), outside the prefix; do not write it yourself.
+// (as in etcd's recipes), outside the prefix; do not write it yourself. A
+// prefix that is empty or all underscores, which would hold its marker,
+// is refused with ErrInvalidRequest.
 //
 // A call is one raft round trip, unless a PutSequential on another node
 // moved the marker first; it then tries again from the fresher state.
@@ -47,6 +50,10 @@ func (n *Node) PutSequential(ctx context.Context, prefix, val string, opts ...Op
 func (n *Node) putSequential(ctx context.Context, prefix, val string, opts []OpOption) (string, *PutResponse, error) {
 	if err := n.alive(); err != nil {
 		return "", nil, err
+	}
+	if strings.Trim(prefix, "_") == "" {
+		// The marker "__" + prefix would lie under the prefix.
+		return "", nil, fmt.Errorf("%w: PutSequential prefix %q: its marker %q would be one of its keys", ErrInvalidRequest, prefix, sequenceMarker(prefix))
 	}
 	marker := sequenceMarker(prefix)
 	// Validate a key of the final length first (the marker is shorter),

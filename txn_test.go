@@ -289,6 +289,13 @@ func TestPutSequential(t *testing.T) {
 		_, _, err := n.PutSequential(ctx, "q/", "x", concord.WithLease(7))
 		return err
 	})
+	// The marker "__" + prefix would lie under these prefixes.
+	for _, prefix := range []string{"", "_", "___"} {
+		unchanged(t, n, concord.ErrInvalidRequest, func() error {
+			_, _, err := n.PutSequential(ctx, prefix, "x")
+			return err
+		})
+	}
 }
 
 func TestOpOptionsIgnoredOrRefused(t *testing.T) {

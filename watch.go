@@ -126,7 +126,9 @@ func (wr *WatchResponse) IsProgressNotify() bool {
 // may still arrive; nothing is produced after), after a Canceled
 // response, or when the node closes. Bad input (an empty key without a
 // range, a negative revision) and a closed node give one Canceled
-// response whose Err says why.
+// response whose Err says why. So does a node that stops on its own
+// (Err: removed from the cluster, a storage error), to its watches made
+// before and after.
 func (n *Node) Watch(ctx context.Context, key string, opts ...OpOption) WatchChan {
 	op := Op{t: opGet, key: []byte(key)}
 	op.apply(opts)
@@ -154,7 +156,7 @@ func (n *Node) Watch(ctx context.Context, key string, opts ...OpOption) WatchCha
 				Progress: n.progressInterval(&op), Direct: direct,
 			})
 			if err != nil {
-				return ErrClosed
+				return n.stoppedErr() // ErrClosed, or why the node stopped on its own
 			}
 			n.wg.Go(func() { n.serveWatch(ctx, w, op.createdNotify, out) })
 			return nil
@@ -221,6 +223,13 @@ func (n *Node) watchEnd(err error) (WatchResponse, bool) {
 			CompactRevision: ce.CompactRevision,
 			err: fmt.Errorf("concord.Watch: %w: revision %d is below the compact revision %d",
 				ErrCompacted, ce.Next, ce.CompactRevision),
+		}, true
+	case errors.Is(err, watchhub.ErrClosed) && !n.closed.Load() && n.rn.Err() != nil:
+		// The node stopped on its own: say why.
+		return WatchResponse{
+			Header:   n.watchHeader(n.fsm.Revision()),
+			Canceled: true,
+			err:      fmt.Errorf("concord.Watch: %w", n.stoppedErr()),
 		}, true
 	case errors.Is(err, watchhub.ErrClosed), errors.Is(err, ErrClosed),
 		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

@@ -98,10 +98,17 @@ func (n *Node) TransferLeadership(ctx context.Context, to uint64) error {
 		if n.Leader() == to {
 			return nil
 		}
-		if err := n.do(ctx, func(l *loop) { l.rn.TransferLeader(to) }); err != nil {
+		started := false
+		if err := n.do(ctx, func(l *loop) { started = l.transfer(to) }); err != nil {
 			return err
 		}
-		t := time.NewTimer(n.cfg.TickInterval * time.Duration(n.cfg.ElectionTicks))
+		// raft gives up a transfer after an election timeout; one not
+		// started (to is silent) is tried again after a heartbeat.
+		wait := n.cfg.TickInterval * time.Duration(n.cfg.ElectionTicks)
+		if !started {
+			wait = n.cfg.TickInterval * time.Duration(n.cfg.HeartbeatTicks)
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ch:
 		case <-t.C:

@@ -26,17 +26,18 @@ type loop struct {
 	state   raft.StateType
 	removed bool
 
-	pending  map[uint64]*proposal // by seq: proposed, result not yet delivered
-	toSend   []*proposal          // to (re)propose once a leader is known
-	calls    map[uint64]*call     // by seq: CallLeader calls not yet answered
-	qcalls   map[uint64]*qcall    // by seq: CallQuorum calls not yet settled
-	callsDue bool                 // some calls are to be sent
-	reads    readState
-	dedup    dedupTable
-	spools   map[uint64]string // snapshot index -> spooled body
-	confIdx  uint64            // index of the newest applied conf change
-	snapIdx  uint64            // newest compaction point
-	changedC chan struct{}     // closed and replaced on leader or term change
+	pending      map[uint64]*proposal // by seq: proposed, result not yet delivered
+	toSend       []*proposal          // to (re)propose once a leader is known
+	calls        map[uint64]*call     // by seq: CallLeader calls not yet answered
+	qcalls       map[uint64]*qcall    // by seq: CallQuorum calls not yet settled
+	callsDue     bool                 // some calls are to be sent
+	reads        readState
+	dedup        dedupTable
+	spools       map[uint64]string // snapshot index -> spooled body
+	confIdx      uint64            // index of the newest applied conf change
+	snapIdx      uint64            // newest compaction point
+	changedC     chan struct{}     // closed and replaced on leader or term change
+	transferring bool              // a leadership transfer this leader started may be pending
 }
 
 // retryTicks is how long a proposal or read round may go unanswered before
@@ -233,6 +234,12 @@ func (l *loop) step(m *pb.Message) {
 func (l *loop) onTick() {
 	l.tick++
 	l.rn.Tick()
+	if l.transferring && l.rn.BasicStatus().LeadTransferee == raft.None {
+		// The transfer ended (raft gave it up): resend the proposals it
+		// dropped now, not after the retry timeout.
+		l.transferring = false
+		l.resendProposals()
+	}
 	retry := uint64(retryElections * l.n.cfg.ElectionTicks)
 	for seq, p := range l.pending {
 		switch {
@@ -250,14 +257,36 @@ func (l *loop) onTick() {
 
 // onLeaderChange resends what the old leader may have dropped.
 func (l *loop) onLeaderChange() {
+	l.transferring = false
+	l.resendProposals()
+	l.reads.retryInflight()
+	l.resendCalls()
+}
+
+// resendProposals queues every pending proposal to be proposed again
+// (the dedup table applies each once).
+func (l *loop) resendProposals() {
 	for _, p := range l.pending {
 		if !p.queued && !p.canceled.Load() {
 			p.queued = true
 			l.toSend = append(l.toSend, p)
 		}
 	}
-	l.reads.retryInflight()
-	l.resendCalls()
+}
+
+// transfer starts a leadership transfer to peer to and reports whether
+// it did. A leader that has not heard from to lately does not: raft drops
+// every proposal while a transfer is pending (up to an election timeout),
+// and a transfer to a peer that is down would stall all writes.
+func (l *loop) transfer(to uint64) bool {
+	if l.state == raft.StateLeader {
+		if pr, ok := l.rn.Status().Progress[to]; ok && !pr.RecentActive {
+			return false
+		}
+		l.transferring = true
+	}
+	l.rn.TransferLeader(to)
+	return true
 }
 
 // notifyChanged wakes waiters on the leader or term; call it after
