@@ -22,7 +22,12 @@ type Config struct {
 	Name string
 	// DataDir holds the member's data: DataDir/member (its name and id)
 	// and DataDir/db (badger: raft log and state). It is created (0700)
-	// if missing. Default "": in memory, nothing persisted.
+	// if missing. Default "": in memory, nothing persisted. A member of a
+	// multi-node cluster kept in memory forgets its raft log and votes on
+	// Close: do not open it again under the same Name while the cluster
+	// lives (raft counts on its members remembering what they acked and
+	// whom they voted for; one that forgot can help lose a committed write
+	// or elect a second leader in a term). Join anew under a new Name.
 	DataDir string
 	// PeerAddr is the "host:port" the raft transport listens on. Default:
 	// InitialCluster[Name]. With no InitialCluster and no PeerAddr, the
