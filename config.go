@@ -70,7 +70,12 @@ type Config struct {
 	// one naming only this member. A lone member leads at once.
 	InitialCluster map[string]string
 	// PeerTLS enables mutual TLS between peers; nil = plaintext. See
-	// transport.TCPConfig.TLS for what the certificates need.
+	// transport.TCPConfig.TLS for what the certificates need. The plaintext
+	// peer port believes whoever connects: anyone who reaches it can speak
+	// as a member, and a message that raft cannot reconcile with its log
+	// (forged, or from another cluster whose members have the same names)
+	// stops the node with ErrStopped (the process goes on). Without
+	// PeerTLS, keep the peer port on a network only members reach.
 	PeerTLS *tls.Config
 	// Transport, for advanced uses, is the raft transport to use instead
 	// of TCP on PeerAddr: for instance an endpoint of a transport.Network,

@@ -360,8 +360,9 @@ func (n *Node) stoppedErr() error {
 	return ErrStopped
 }
 
-// Err returns why the node stopped on its own (a fatal storage error, or
-// its removal from the cluster: ErrRemoved), or nil while it runs and
+// Err returns why the node stopped on its own (a fatal storage error; its
+// removal from the cluster: ErrRemoved; raft halting on a log it cannot
+// reconcile with a message: raftnode.ErrHalted), or nil while it runs and
 // after Close. Calls on a node that stopped on its own return ErrStopped
 // wrapping it.
 func (n *Node) Err() error {

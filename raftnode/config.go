@@ -91,6 +91,11 @@ var (
 	ErrStopped = errors.New("raftnode: stopped")
 	// ErrRemoved is returned once this peer was removed from the cluster.
 	ErrRemoved = errors.New("raftnode: removed from the cluster")
+	// ErrHalted is why a peer stopped when raft met a state it cannot go
+	// on from: a log that does not match what the leader committed (a
+	// lost or corrupt data dir), or a message forged or sent by another
+	// cluster. The peer stops; the process goes on.
+	ErrHalted = errors.New("raftnode: raft halted")
 	// ErrNotLeader is returned by calls only the leader may make.
 	ErrNotLeader = errors.New("raftnode: not the leader")
 	// ErrLearnerNotReady is returned when promoting a learner that is not

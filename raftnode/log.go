@@ -41,9 +41,19 @@ func (a *slogAdapter) Error(v ...any)              { a.log(slog.LevelError, fmt.
 func (a *slogAdapter) Errorf(f string, v ...any)   { a.log(slog.LevelError, fmt.Sprintf(f, v...)) }
 func (a *slogAdapter) Fatal(v ...any)              { a.Panic(v...) }
 func (a *slogAdapter) Fatalf(f string, v ...any)   { a.Panicf(f, v...) }
-func (a *slogAdapter) Panic(v ...any)              { s := fmt.Sprint(v...); a.log(slog.LevelError, s); panic(s) }
+func (a *slogAdapter) Panic(v ...any) {
+	s := fmt.Sprint(v...)
+	a.log(slog.LevelError, s)
+	panic(raftPanic(s))
+}
 func (a *slogAdapter) Panicf(f string, v ...any) {
 	s := fmt.Sprintf(f, v...)
 	a.log(slog.LevelError, s)
-	panic(s)
+	panic(raftPanic(s))
 }
+
+// raftPanic is what raft's Panic and Fatal calls raise: raft met a state
+// it cannot go on from (a corrupt log, or a message forged or from
+// another cluster). The raft goroutine turns it into the peer's stop
+// (ErrHalted), not the host process's crash.
+type raftPanic string

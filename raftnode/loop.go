@@ -148,6 +148,17 @@ func (l *loop) run() {
 	n := l.n
 	defer close(n.doneC)
 	defer l.stopReads()
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		p, ok := r.(raftPanic)
+		if !ok {
+			panic(r)
+		}
+		n.fail(fmt.Errorf("%w: %s", ErrHalted, string(p)))
+	}()
 	// Join addresses first: those replicated in the DB, if any, are newer.
 	for _, p := range n.cfg.Join {
 		if p.ID != n.cfg.ID && p.ID != 0 {

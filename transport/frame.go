@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"google.golang.org/protobuf/proto"
 )
@@ -64,18 +65,36 @@ func (fr *frameReader) next() (typ byte, payload []byte, err error) {
 		return 0, nil, err
 	}
 	buf := fr.buf
-	if n > cap(buf) {
-		buf = make([]byte, n)
-		if n <= keepBufMax {
-			fr.buf = buf
+	if n <= cap(buf) {
+		buf = buf[:n]
+		if _, err := io.ReadFull(fr.r, buf); err != nil {
+			return 0, nil, noEOF(err)
 		}
+		return typ, buf, nil
 	}
-	buf = buf[:n]
-	if _, err := io.ReadFull(fr.r, buf); err != nil {
-		return 0, nil, noEOF(err)
+	// A large frame's buffer grows with the bytes that arrive, at most
+	// doubling: a sender that announces a large frame and goes silent
+	// holds at most about twice what it sent (and 64 KiB).
+	buf = make([]byte, 0, max(cap(buf), growStep))
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, min(n-len(buf), max(len(buf), growStep)))
+		}
+		m := min(n, cap(buf))
+		if _, err := io.ReadFull(fr.r, buf[len(buf):m]); err != nil {
+			return 0, nil, noEOF(err)
+		}
+		buf = buf[:m]
+	}
+	if n <= keepBufMax {
+		fr.buf = buf
 	}
 	return typ, buf, nil
 }
+
+// growStep is the first allocation for a frame larger than the reader's
+// buffer.
+const growStep = 64 << 10
 
 // nextProto reads a frame that must have type want and decodes it into m.
 func (fr *frameReader) nextProto(want byte, m proto.Message) error {

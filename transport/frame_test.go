@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"runtime"
 	"testing"
 
 	"go.etcd.io/raft/v3/raftpb"
@@ -147,5 +148,32 @@ func TestFrameReaderDropsLargeBuffers(t *testing.T) {
 	}
 	if cap(fr.buf) > keepBufMax {
 		t.Fatalf("reader kept a %d-byte buffer", cap(fr.buf))
+	}
+}
+
+// TestFrameReaderGrowsWithData: a frame announced large but cut short
+// costs memory in proportion to the bytes that came, not to its announced
+// size: a silent peer cannot pin MaxFrameSize per connection.
+func TestFrameReaderGrowsWithData(t *testing.T) {
+	const announced = 16 << 20
+	in := make([]byte, headerLen+1000)
+	putHeader(in, frameMsg, announced)
+	fr := &frameReader{r: bytes.NewReader(in), limit: 2 * announced}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if _, _, err := fr.next(); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("next on a cut frame: %v, want io.ErrUnexpectedEOF", err)
+	}
+	runtime.ReadMemStats(&after)
+	if got := after.TotalAlloc - before.TotalAlloc; got > 1<<20 {
+		t.Fatalf("a frame of %d bytes announced, 1000 sent: %d bytes allocated", announced, got)
+	}
+	// A whole large frame still reads.
+	whole := make([]byte, headerLen+3<<20)
+	putHeader(whole, frameMsg, 3<<20)
+	whole[len(whole)-1] = 7
+	fr = &frameReader{r: bytes.NewReader(whole), limit: 2 * announced}
+	if _, p, err := fr.next(); err != nil || len(p) != 3<<20 || p[len(p)-1] != 7 {
+		t.Fatalf("a 3 MiB frame: %d bytes, %v", len(p), err)
 	}
 }
