@@ -2,6 +2,7 @@ package raftnode
 
 import (
 	"errors"
+	"fmt"
 	"io"
 
 	"github.com/dgraph-io/badger/v4"
@@ -55,6 +56,17 @@ type CommitNotifier interface {
 // overflow a badger transaction.
 var ErrCommandTooLarge = errors.New("raftnode: command writes too much for one transaction")
 
+// ErrReservedKey is returned by Txn writes to a key of raftnode's own:
+// keys starting with "m/", "r/" or "a/" hold its log, applied index and
+// membership in the same DB. An Applier keeps its keys elsewhere (concord
+// uses "s/"), and so do StreamPrefix and LoadPrefix's prefix.
+var ErrReservedKey = errors.New("raftnode: key reserved for raftnode")
+
+// reserved tells whether key lies under one of raftnode's prefixes.
+func reserved(key []byte) bool {
+	return len(key) >= 2 && key[1] == '/' && (key[0] == 'm' || key[0] == 'r' || key[0] == 'a')
+}
+
 // Txn is the transaction an Apply call reads and writes through. It
 // reads its own writes.
 type Txn struct {
@@ -78,15 +90,22 @@ func (t *Txn) Get(key []byte) ([]byte, error) {
 	return item.ValueCopy(nil)
 }
 
-// Set writes key=val. Neither slice may be changed until the entry's
+// Set writes key=val; a key under raftnode's prefixes gets ErrReservedKey.
+// Neither slice may be changed until the entry's
 // transaction commits (after Apply returns raftnode owns them).
 func (t *Txn) Set(key, val []byte) error {
+	if reserved(key) {
+		return fmt.Errorf("%w: %q", ErrReservedKey, key)
+	}
 	t.count(len(key), len(val))
 	return t.tooBig(t.txn.Set(key, val))
 }
 
 // Delete removes key.
 func (t *Txn) Delete(key []byte) error {
+	if reserved(key) {
+		return fmt.Errorf("%w: %q", ErrReservedKey, key)
+	}
 	t.count(len(key), 0)
 	return t.tooBig(t.txn.Delete(key))
 }

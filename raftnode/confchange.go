@@ -3,6 +3,7 @@ package raftnode
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.etcd.io/raft/v3"
@@ -19,7 +20,8 @@ var learnerSlack uint64 = 1000
 // AddLearner adds peer id, reachable at addr, as a non-voting member and
 // returns once the change is applied on this peer. The new peer starts with
 // an empty Peers list (and Config.Join naming members it can reach) and
-// catches up from the leader (by snapshot if the log was compacted).
+// catches up from the leader (by snapshot if the log was compacted). Given
+// a voter's id, it makes that voter a learner, as raft does.
 func (n *Node) AddLearner(ctx context.Context, id uint64, addr string) error {
 	return n.confChange(ctx, pb.ConfChangeAddLearnerNode, id, addr)
 }
@@ -43,9 +45,25 @@ func (n *Node) PromoteLearner(ctx context.Context, id uint64) error {
 	return n.confChange(ctx, pb.ConfChangeAddNode, id, "")
 }
 
-// RemovePeer removes peer id from the cluster. Removing the leader makes it
-// step down; transfer leadership first to avoid an election.
+// RemovePeer removes peer id from the cluster; an id that is not a member
+// gets ErrUnknownPeer. Removing the leader makes it step down; transfer
+// leadership first to avoid an election. A removed follower learns of its
+// removal (and stops with ErrRemoved) only if the commit reaches it before
+// the leader, having applied the change, stops talking to it, which raft
+// does not promise: to be sure a peer stops, make it the leader and remove
+// it there (what concord's Leave does), or Stop it yourself.
 func (n *Node) RemovePeer(ctx context.Context, id uint64) error {
+	member := false
+	if err := n.do(ctx, func(l *loop) {
+		cs := l.st.confState()
+		member = slices.Contains(cs.GetVoters(), id) || slices.Contains(cs.GetLearners(), id) ||
+			slices.Contains(cs.GetVotersOutgoing(), id) || slices.Contains(cs.GetLearnersNext(), id)
+	}); err != nil {
+		return err
+	}
+	if !member {
+		return fmt.Errorf("%w: %d", ErrUnknownPeer, id)
+	}
 	return n.confChange(ctx, pb.ConfChangeRemoveNode, id, "")
 }
 
@@ -90,6 +108,9 @@ func (n *Node) confChange(ctx context.Context, typ pb.ConfChangeType, id uint64,
 // the transport rightly drops as a spoofed sender, so a third peer gets
 // ErrNotLeader.
 func (n *Node) TransferLeadership(ctx context.Context, to uint64) error {
+	if n.stopped() {
+		return n.stoppedErr()
+	}
 	if n.Leader() != to && !n.IsLeader() && n.cfg.ID != to {
 		return fmt.Errorf("%w: transfer leadership on the leader or on peer %d", ErrNotLeader, to)
 	}

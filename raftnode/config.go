@@ -151,6 +151,8 @@ func (c Config) withDefaults() (Config, error) {
 		return bad("ElectionTicks (%d) must be greater than HeartbeatTicks (%d) > 0", c.ElectionTicks, c.HeartbeatTicks)
 	case c.SnapshotCatchUpEntries >= c.SnapshotEntries:
 		return bad("SnapshotCatchUpEntries (%d) must be below SnapshotEntries (%d)", c.SnapshotCatchUpEntries, c.SnapshotEntries)
+	case c.MaxInflightMsgs < 0 || c.MaxProposalBatch < 0:
+		return bad("MaxInflightMsgs (%d) and MaxProposalBatch (%d) must not be negative", c.MaxInflightMsgs, c.MaxProposalBatch)
 	}
 	seen := map[uint64]bool{}
 	self := false

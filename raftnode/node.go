@@ -225,9 +225,11 @@ func (n *Node) removeTmpDir() {
 	}
 }
 
-// Crash stops the peer abruptly, as a killed process would: the raft
-// goroutine ends where it is, nothing is flushed or handed over. The data dir
-// can then be started again. For tests.
+// Crash stops the peer where it is, for tests: the raft goroutine ends
+// without finishing pending calls. badger is then closed as by Stop
+// (its memtable written to a table), so Crash does not lose writes that
+// were not synced; for that, kill a process running the peer (as
+// internal/killtest does).
 func (n *Node) Crash() {
 	n.crashed.Store(true)
 	n.Stop()
@@ -316,10 +318,25 @@ func (n *Node) Status() Status {
 }
 
 // Leader returns the current leader's id, 0 when none is known.
-func (n *Node) Leader() uint64 { return n.Status().Leader }
+func (n *Node) Leader() uint64 {
+	if n.stopped() {
+		return raft.None
+	}
+	return n.Status().Leader
+}
 
-// IsLeader tells whether this peer is the leader.
-func (n *Node) IsLeader() bool { return n.Status().State == raft.StateLeader }
+// IsLeader tells whether this peer is the leader; false once it stopped.
+func (n *Node) IsLeader() bool { return !n.stopped() && n.Status().State == raft.StateLeader }
+
+// stopped tells whether the raft goroutine has ended.
+func (n *Node) stopped() bool {
+	select {
+	case <-n.doneC:
+		return true
+	default:
+		return false
+	}
+}
 
 // Peers returns the members' addresses as replicated through conf changes.
 func (n *Node) Peers() map[uint64]string {

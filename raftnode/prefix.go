@@ -2,6 +2,7 @@ package raftnode
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -44,6 +45,9 @@ func StreamPrefix(txn *badger.Txn, prefix []byte, w io.Writer) error {
 // StreamPrefix wrote to r, streaming: memory stays bounded by one
 // transaction. It is a ready-made Applier.Restore.
 func LoadPrefix(db *badger.DB, prefix []byte, r io.Reader) error {
+	if len(prefix) == 0 || reserved(prefix) || (len(prefix) == 1 && bytes.IndexByte([]byte("mra"), prefix[0]) >= 0) {
+		return fmt.Errorf("%w: LoadPrefix(%q) would drop raftnode's own keys", ErrReservedKey, prefix)
+	}
 	if err := db.DropPrefix(prefix); err != nil {
 		return err
 	}
