@@ -302,11 +302,11 @@ func (e *Election[T]) Token() int64 {
 }
 
 // first returns the leader's key with its value: the oldest campaign key
-// (a linearizable read), ErrNoLeader if none. The keys of an election
+// (one linearizable read), ErrNoLeader if none. The keys of an election
 // whose name extends this one's lie deeper under the prefix and do not
 // count.
 func (e *Election[T]) first(ctx context.Context) (*KeyValue, error) {
-	resp, err := e.n.Get(ctx, e.prefix, WithPrefix(), WithKeysOnly(), WithSort(SortByCreateRevision, SortAscend))
+	resp, err := e.n.Get(ctx, e.prefix, WithPrefix(), WithSort(SortByCreateRevision, SortAscend))
 	if err != nil {
 		return nil, err
 	}
@@ -314,14 +314,7 @@ func (e *Election[T]) first(ctx context.Context) (*KeyValue, error) {
 	if len(kvs) == 0 {
 		return nil, ErrNoLeader
 	}
-	r, err := e.n.Get(ctx, string(kvs[0].Key), WithRev(resp.Revision), WithSerializable())
-	if err != nil {
-		return nil, err
-	}
-	if len(r.Kvs) == 0 { // unreachable: the key is live at that revision
-		return nil, ErrNoLeader
-	}
-	return r.Kvs[0], nil
+	return kvs[0], nil
 }
 
 // Leader returns the current leader (a linearizable read), or an error

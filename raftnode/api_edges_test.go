@@ -14,6 +14,21 @@ import (
 	"github.com/concordkv/concord/transport"
 )
 
+// leadingLone starts a lone in-memory peer and waits until it leads.
+func leadingLone(t *testing.T) (*raftnode.Node, context.Context) {
+	t.Helper()
+	n, err := startLone(t, &raftnodetest.KV{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	if _, err := n.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return n, ctx
+}
+
 // startLone starts a lone in-memory peer with applier a, stopped at cleanup.
 func startLone(t *testing.T, a raftnode.Applier, tune func(*raftnode.Config)) (*raftnode.Node, error) {
 	t.Helper()
@@ -44,15 +59,7 @@ func TestNegativeLimitsRefused(t *testing.T) {
 // TestStoppedPeerLeadsNothing: a stopped peer is no one's leader and
 // leadership calls on it return ErrStopped.
 func TestStoppedPeerLeadsNothing(t *testing.T) {
-	n, err := startLone(t, &raftnodetest.KV{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := n.WaitLeader(ctx); err != nil {
-		t.Fatal(err)
-	}
+	n, ctx := leadingLone(t)
 	n.Stop()
 	if n.IsLeader() || n.Leader() != 0 {
 		t.Fatalf("stopped peer: IsLeader %v, Leader %d", n.IsLeader(), n.Leader())
@@ -66,15 +73,7 @@ func TestStoppedPeerLeadsNothing(t *testing.T) {
 }
 
 func TestRemoveUnknownPeer(t *testing.T) {
-	n, err := startLone(t, &raftnodetest.KV{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := n.WaitLeader(ctx); err != nil {
-		t.Fatal(err)
-	}
+	n, ctx := leadingLone(t)
 	if err := n.ReadIndex(ctx); err != nil { // the term's first entry is committed
 		t.Fatal(err)
 	}
