@@ -208,8 +208,11 @@
 // # Primitives
 //
 // Thin clients of the store, leases and watches, as etcd's concurrency
-// package is; each keeps its keys under name+"/" and binds what a process
-// holds to its [Session], so it goes when the process dies. Waiting calls
+// package is. The locks, [Semaphore], [Election], [DoubleBarrier], [Queue]
+// claims and [Registry] instances keep their keys under name+"/" and bind
+// what a process holds to its [Session], so it goes when the process dies;
+// a [Barrier] is bound to no lease, and [Fence], [Counter] and [Var] use
+// the key they are given. Waiting calls
 // honour their ctx, remove their waiting key when they give up, and return
 // [ErrSessionExpired] when their session ends.
 //

@@ -46,8 +46,10 @@
 //
 // # Durability and restarts
 //
-// Entries and hard state are synced before any message that depends on them
-// is sent and before any proposal is acknowledged. Each Ready (log, hard
+// Entries and hard state are synced before this peer acknowledges an
+// append, grants a vote, applies or acknowledges a proposal that depends on
+// them (a leader sends its appends while it writes them, raft thesis
+// 10.2.1: its own vote counts only once they are durable). Each Ready (log, hard
 // state, applied state and applied index) is written in one transaction,
 // so one sync covers it all. A Ready that only applies entries this peer
 // already holds on disk is not synced on its own: the next sync covers
