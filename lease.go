@@ -255,7 +255,8 @@ func (n *Node) callLessor(ctx context.Context, call *wire.LeaseCall) ([]*wire.Le
 	}
 }
 
-// pause waits d, unless ctx ends or the node closes first.
+// pause waits d, unless ctx ends, or the node closes or stops on its own,
+// first.
 func (n *Node) pause(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -266,5 +267,7 @@ func (n *Node) pause(ctx context.Context, d time.Duration) error {
 		return ctxErr(ctx.Err())
 	case <-n.closingC:
 		return ErrClosed
+	case <-n.rn.Done(): // stopped on its own
+		return n.stoppedErr()
 	}
 }
