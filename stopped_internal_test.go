@@ -44,7 +44,7 @@ func TestWatchersEndWhenNodeStopsOnItsOwn(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := NewRegistry[string](n, "svc").Watch(ctx)
-	<-reg // the first set
+	<-reg        // the first set
 	n.rn.Crash() // the raft peer stops; the Node is not closed
 	deadline := time.After(10 * time.Second)
 	drain := func(what string, done func() bool) {
