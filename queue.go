@@ -136,14 +136,12 @@ func NewQueue[T any](s *Session, name string, opts ...QueueOption) *Queue[T] {
 		}
 		q.codec = c
 	}
+	clash := queueClash(name)
 	switch {
 	case name == "":
 		q.err = fmt.Errorf("%w: queue name", ErrEmptyKey)
-	case queueClash(name) >= 0:
-		segs := strings.Split(name, "/")
-		i := queueClash(name)
-		q.err = fmt.Errorf("%w: queue name %q: the queue %q keeps its keys under the segment %q, so their keys would mix",
-			ErrInvalidRequest, name, strings.Join(segs[:i], "/"), segs[i])
+	case clash != nil:
+		q.err = clash
 	case o.vis < 0:
 		q.err = fmt.Errorf("%w: WithVisibilityTimeout(%v) is negative", ErrInvalidRequest, o.vis)
 	case o.vis > 0 && o.vis < s.n.minTTL():
@@ -308,19 +306,20 @@ func (q *Queue[T]) DeadLetters(ctx context.Context) ([]DeadLetter[T], error) {
 // <priority key>/<sequence>-<random>, 20+1+20+1+16 bytes.
 const queueIDLen = 58
 
-// key returns the key of kind ("m", "c", "w") for id; id "" gives the prefix.
-// queueClash returns the index of the first segment of name, after the
-// first segment, that a queue keeps its keys under (see NewQueue); -1 if
-// none.
-func queueClash(name string) int {
-	for i, seg := range strings.Split(name, "/") {
+// queueClash refuses a name with a segment, after its first, that a
+// queue keeps its keys under (see NewQueue); nil if it has none.
+func queueClash(name string) error {
+	segs := strings.Split(name, "/")
+	for i, seg := range segs {
 		if i > 0 && (seg == "m" || seg == "c" || seg == "w" || seg == "dead") {
-			return i
+			return fmt.Errorf("%w: queue name %q: the queue %q keeps its keys under the segment %q, so their keys would mix",
+				ErrInvalidRequest, name, strings.Join(segs[:i], "/"), seg)
 		}
 	}
-	return -1
+	return nil
 }
 
+// key returns the key of kind ("m", "c", "w") for id; id "" gives the prefix.
 func (q *Queue[T]) key(kind, id string) string { return q.name + "/" + kind + "/" + id }
 
 // delayedKey returns the key of message id delayed until at. An at past
