@@ -67,15 +67,21 @@ type Config struct {
 	// peer address, the same on every member (etcd's initial-cluster). It
 	// must name this member. Used on the first start only; later starts
 	// take only addresses from it. Default nil: a one-node cluster, as is
-	// one naming only this member. A lone member leads at once.
+	// one naming only this member. A lone member leads at once. On their
+	// first start the members derive a cluster id from it, names and
+	// addresses (Status.ClusterID), and from then on refuse peer
+	// connections that name another cluster: two clusters whose members
+	// share names cannot take each other's raft messages at a reused
+	// address.
 	InitialCluster map[string]string
 	// PeerTLS enables mutual TLS between peers; nil = plaintext. See
 	// transport.TCPConfig.TLS for what the certificates need. The plaintext
 	// peer port believes whoever connects: anyone who reaches it can speak
-	// as a member, and a message that raft cannot reconcile with its log
-	// (forged, or from another cluster whose members have the same names)
-	// stops the node with ErrStopped (the process goes on). Without
-	// PeerTLS, keep the peer port on a network only members reach.
+	// as a member (the cluster id, see InitialCluster, keeps honest
+	// clusters apart but proves nothing), and a message that raft cannot
+	// reconcile with its log (a forged one) stops the node with
+	// ErrStopped (the process goes on). Without PeerTLS, keep the peer
+	// port on a network only members reach.
 	PeerTLS *tls.Config
 	// Transport, for advanced uses, is the raft transport to use instead
 	// of TCP on PeerAddr: for instance an endpoint of a transport.Network,

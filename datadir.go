@@ -31,6 +31,10 @@ type memberRecord struct {
 	// PeerAddr is the address the member's peers dial (its advertised
 	// raft address), as of its last start.
 	PeerAddr string `json:"peer_addr,omitempty"`
+	// ClusterID is the static cluster's id (see clusterID), fixed at the
+	// member's first start; 0 for other members and for data dirs made
+	// before concord had cluster ids.
+	ClusterID uint64 `json:"cluster_id,omitempty"`
 }
 
 // checkPeerAddr refuses to reopen the data dir of a member of a cluster
@@ -77,7 +81,7 @@ func claimDataDir(c *Config) (*memberRecord, error) {
 		if err := refuseForeignDir(c.DataDir); err != nil {
 			return nil, err
 		}
-		rec = &memberRecord{Name: c.Name, ID: newMemberID(c), Cluster: cluster}
+		rec = &memberRecord{Name: c.Name, ID: newMemberID(c), Cluster: cluster, ClusterID: clusterID(c.InitialCluster)}
 		return rec, writeMember(c.DataDir, rec)
 	}
 	if err != nil {

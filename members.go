@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -22,6 +23,29 @@ import (
 func MemberID(name string) uint64 {
 	sum := sha256.Sum256([]byte(name))
 	if id := binary.BigEndian.Uint64(sum[:8]); id != 0 {
+		return id
+	}
+	return 1
+}
+
+// clusterID returns the id of the static cluster initial bootstraps,
+// derived from its members' names and peer addresses so that each member
+// derives the same one on its own (as etcd derives its cluster id from
+// the initial cluster); 0 without InitialCluster. The transport refuses
+// peers that name another cluster: static members' raft ids come from
+// their names alone, so two clusters with the same names would otherwise
+// take each other's raft messages at a reused address.
+func clusterID(initial map[string]string) uint64 {
+	if len(initial) == 0 {
+		return 0
+	}
+	names := slices.Sorted(maps.Keys(initial))
+	h := sha256.New()
+	h.Write([]byte("concord cluster\x00"))
+	for _, name := range names {
+		fmt.Fprintf(h, "%d:%s=%d:%s\n", len(name), name, len(initial[name]), initial[name])
+	}
+	if id := binary.BigEndian.Uint64(h.Sum(nil)[:8]); id != 0 {
 		return id
 	}
 	return 1

@@ -26,16 +26,17 @@ import (
 // a raft peer, its replicated key-value store and the API over them.
 // Create it with Open; its methods are safe for concurrent use.
 type Node struct {
-	cfg   Config
-	id    uint64
-	rn    *raftnode.Node
-	fsm   *fsm.FSM
-	hub   *watchhub.Hub[*Event]
-	mgr   *membership.Manager // gossip membership; nil without GossipAddr
-	ls    *lessor.Lessor
-	mem   *transport.Network // the in-memory transport of a node without PeerAddr, else nil
-	log   *slog.Logger
-	names map[uint64]string // static members' names by raft id; read-only
+	cfg       Config
+	id        uint64
+	clusterID uint64 // see Status.ClusterID
+	rn        *raftnode.Node
+	fsm       *fsm.FSM
+	hub       *watchhub.Hub[*Event]
+	mgr       *membership.Manager // gossip membership; nil without GossipAddr
+	ls        *lessor.Lessor
+	mem       *transport.Network // the in-memory transport of a node without PeerAddr, else nil
+	log       *slog.Logger
+	names     map[uint64]string // static members' names by raft id; read-only
 
 	addrMu sync.Mutex
 	addrs  map[uint64]string // guarded by addrMu; peer addresses last seen
@@ -111,7 +112,7 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 		log = c.Logger.With(logKeyMember, c.Name)
 	}
 	raftDir := ""
-	rec := &memberRecord{ID: newMemberID(&c)} // in memory: a new member each time
+	rec := &memberRecord{ID: newMemberID(&c), ClusterID: clusterID(c.InitialCluster)} // in memory: a new member each time
 	if c.DataDir != "" {
 		if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 			return nil, err
@@ -123,7 +124,7 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 		raftDir = filepath.Join(c.DataDir, "db")
 	}
 	id := rec.ID
-	tr, mem, err := newTransport(&c, id, log)
+	tr, mem, err := newTransport(&c, id, rec.ClusterID, log)
 	if err != nil {
 		return nil, err
 	}
@@ -198,21 +199,22 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{
-		cfg:      c,
-		id:       id,
-		rn:       rn,
-		fsm:      f,
-		hub:      hub,
-		ls:       ls,
-		mem:      mem,
-		log:      log,
-		names:    names,
-		addrs:    map[uint64]string{},
-		readyC:   make(chan struct{}),
-		closingC: make(chan struct{}),
-		seqSeed:  maphash.MakeSeed(),
-		renewC:   make(chan *renewal, 1024),
-		gone:     map[LeaseID][]chan struct{}{},
+		cfg:       c,
+		id:        id,
+		clusterID: rec.ClusterID,
+		rn:        rn,
+		fsm:       f,
+		hub:       hub,
+		ls:        ls,
+		mem:       mem,
+		log:       log,
+		names:     names,
+		addrs:     map[uint64]string{},
+		readyC:    make(chan struct{}),
+		closingC:  make(chan struct{}),
+		seqSeed:   maphash.MakeSeed(),
+		renewC:    make(chan *renewal, 1024),
+		gone:      map[LeaseID][]chan struct{}{},
 	}
 	for _, p := range peers {
 		n.addrs[p.ID] = p.Addr
@@ -262,7 +264,7 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 // newTransport returns c.Transport if set, else the TCP transport on
 // c.PeerAddr, or, without one, an in-memory transport of a network of its
 // own: a lone node that no peer can reach needs no port.
-func newTransport(c *Config, id uint64, log *slog.Logger) (transport.Transport, *transport.Network, error) {
+func newTransport(c *Config, id, cluster uint64, log *slog.Logger) (transport.Transport, *transport.Network, error) {
 	if c.Transport != nil {
 		return c.Transport, nil, nil
 	}
@@ -272,6 +274,7 @@ func newTransport(c *Config, id uint64, log *slog.Logger) (transport.Transport, 
 	}
 	tr, err := transport.NewTCP(transport.TCPConfig{
 		ID:            id,
+		ClusterID:     cluster,
 		ListenAddr:    c.PeerAddr,
 		AdvertiseAddr: c.AdvertisePeerAddr,
 		TLS:           c.PeerTLS,
@@ -417,6 +420,11 @@ type Status struct {
 	// DBSize is the size of the node's badger files in bytes, as badger
 	// last measured it (0 in memory).
 	DBSize int64
+	// ClusterID is the id of the static cluster the node was bootstrapped
+	// in, derived from InitialCluster at its first start; peers that name
+	// another cluster are refused. 0 for a node that gossips its way in,
+	// a lone node, and a data dir made before concord had cluster ids.
+	ClusterID uint64
 }
 
 // Status returns the node's state as of its last raft Ready. It never
@@ -434,5 +442,6 @@ func (n *Node) Status() Status {
 		CompactRevision: n.fsm.CompactRevision(),
 		Leader:          st.Leader,
 		DBSize:          lsm + vlog,
+		ClusterID:       n.clusterID,
 	}
 }

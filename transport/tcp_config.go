@@ -18,6 +18,15 @@ type TCPConfig struct {
 	// AdvertiseAddr is the address peers dial. Default: the bound listen
 	// address.
 	AdvertiseAddr string
+	// ClusterID, if not 0, names the cluster this peer belongs to. It is
+	// sent in the hello of every connection this peer makes, and an
+	// inbound connection whose hello names another, non-zero, cluster is
+	// refused (ErrWrongCluster): raft ids alone do not tell clusters
+	// apart when their members share names, and a peer address reused by
+	// another cluster would otherwise take its raft messages. A hello
+	// with no cluster id is accepted (a peer that has none yet, such as
+	// one joining through gossip).
+	ClusterID uint64
 	// TLS, when non-nil, enables mutual TLS; nil means plaintext. One config
 	// serves both ends: Certificates is this peer's certificate, presented
 	// to the peers it dials and to those dialing it, and RootCAs (or

@@ -23,7 +23,7 @@ func (t *TCP) serveConn(c net.Conn) {
 	err := t.serve(c)
 	switch {
 	case err == nil, t.ctx.Err() != nil:
-	case errors.Is(err, ErrWrongPeer), errors.Is(err, ErrBadFrame), errors.Is(err, ErrFrameTooLarge),
+	case errors.Is(err, ErrWrongPeer), errors.Is(err, ErrWrongCluster), errors.Is(err, ErrBadFrame), errors.Is(err, ErrFrameTooLarge),
 		errors.Is(err, errHandshake):
 		t.log.Warn("transport: inbound connection dropped", "remote", c.RemoteAddr().String(), "err", err)
 	default:
@@ -54,6 +54,8 @@ func (t *TCP) serve(c net.Conn) error {
 		return fmt.Errorf("%w: hello from %d to %d, this is %d", ErrWrongPeer, from, hello.GetTo(), t.cfg.ID)
 	case from == 0:
 		return fmt.Errorf("%w: hello from 0", ErrBadFrame)
+	case hello.GetCluster() != 0 && t.cfg.ClusterID != 0 && hello.GetCluster() != t.cfg.ClusterID:
+		return fmt.Errorf("%w: hello from %d of cluster %x, this is %x", ErrWrongCluster, from, hello.GetCluster(), t.cfg.ClusterID)
 	}
 	c.SetDeadline(time.Time{})
 	fr.limit = t.cfg.MaxFrameSize

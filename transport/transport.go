@@ -2,7 +2,8 @@
 // concord peers.
 //
 // Two implementations ship with it: [TCP], the production transport (one
-// long-lived connection per peer, length-prefixed frames, optional mTLS), and
+// long-lived connection per peer, length-prefixed frames, optional mTLS, a
+// cluster id that keeps clusters apart), and
 // [Network], an in-memory network with seeded faults for tests.
 //
 // # Contract
@@ -38,6 +39,9 @@ var (
 	// ErrWrongPeer is returned when a connection's handshake names another
 	// receiver than this transport.
 	ErrWrongPeer = errors.New("transport: connection meant for another peer")
+	// ErrWrongCluster is returned when a connection's handshake names
+	// another cluster than this transport's (TCPConfig.ClusterID).
+	ErrWrongCluster = errors.New("transport: connection from another cluster")
 )
 
 // Handler receives what peers send. It is implemented by the raft peer.

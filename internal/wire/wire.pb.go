@@ -31,6 +31,7 @@ type Hello struct {
 	To            uint64                 `protobuf:"varint,2,opt,name=to,proto3" json:"to,omitempty"`           // receiver's raft id the sender expects
 	Kind          uint32                 `protobuf:"varint,3,opt,name=kind,proto3" json:"kind,omitempty"`       // 1 = message stream, 2 = snapshot stream
 	Version       uint32                 `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"` // protocol version, currently 1
+	Cluster       uint64                 `protobuf:"varint,5,opt,name=cluster,proto3" json:"cluster,omitempty"` // sender's cluster id; 0 if it has none
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -89,6 +90,13 @@ func (x *Hello) GetKind() uint32 {
 func (x *Hello) GetVersion() uint32 {
 	if x != nil {
 		return x.Version
+	}
+	return 0
+}
+
+func (x *Hello) GetCluster() uint64 {
+	if x != nil {
+		return x.Cluster
 	}
 	return 0
 }
@@ -815,12 +823,13 @@ var File_wire_proto protoreflect.FileDescriptor
 const file_wire_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"wire.proto\x12\fconcord.wire\"Y\n" +
+	"wire.proto\x12\fconcord.wire\"s\n" +
 	"\x05Hello\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\x04R\x04from\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\x04R\x02to\x12\x12\n" +
 	"\x04kind\x18\x03 \x01(\rR\x04kind\x12\x18\n" +
-	"\aversion\x18\x04 \x01(\rR\aversion\"6\n" +
+	"\aversion\x18\x04 \x01(\rR\aversion\x12\x18\n" +
+	"\acluster\x18\x05 \x01(\x04R\acluster\"6\n" +
 	"\n" +
 	"ProposalID\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\x04R\x06origin\x12\x10\n" +
