@@ -29,6 +29,7 @@ type Node struct {
 	cfg       Config
 	id        uint64
 	clusterID uint64 // see Status.ClusterID
+	dbSize    dbSize
 	rn        *raftnode.Node
 	fsm       *fsm.FSM
 	hub       *watchhub.Hub[*Event]
@@ -202,6 +203,7 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 		cfg:       c,
 		id:        id,
 		clusterID: rec.ClusterID,
+		dbSize:    dbSize{dir: raftDir},
 		rn:        rn,
 		fsm:       f,
 		hub:       hub,
@@ -417,8 +419,8 @@ type Status struct {
 	Revision, CompactRevision int64
 	// Leader is the leader's raft id, 0 if none is known.
 	Leader uint64
-	// DBSize is the size of the node's badger files in bytes, as badger
-	// last measured it (0 in memory).
+	// DBSize is the disk space the node's database files take, in bytes,
+	// as du counts it (measured at most once a second; 0 in memory).
 	DBSize int64
 	// ClusterID is the id of the static cluster the node was bootstrapped
 	// in, derived from InitialCluster at its first start; peers that name
@@ -431,7 +433,6 @@ type Status struct {
 // blocks and works after Close (returning the last state).
 func (n *Node) Status() Status {
 	st := n.rn.Status()
-	lsm, vlog := n.rn.DB().Size()
 	return Status{
 		ID:              n.id,
 		Name:            n.cfg.Name,
@@ -441,7 +442,7 @@ func (n *Node) Status() Status {
 		Revision:        n.fsm.Revision(),
 		CompactRevision: n.fsm.CompactRevision(),
 		Leader:          st.Leader,
-		DBSize:          lsm + vlog,
+		DBSize:          n.dbSize.get(),
 		ClusterID:       n.clusterID,
 	}
 }
