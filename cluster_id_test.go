@@ -1,12 +1,14 @@
 package concord_test
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"testing"
 	"time"
 
 	"github.com/concordkv/concord"
+	"github.com/concordkv/concord/transport"
 )
 
 // TestClusterIDKeepsClustersApart: cluster B has the same member names
@@ -128,4 +130,32 @@ func TestClusterIDSurvivesRestart(t *testing.T) {
 	if got := n.Status().ClusterID; got != id {
 		t.Fatalf("reopened n3 has cluster id %x, want %x", got, id)
 	}
+}
+
+// TestClusterIDMismatchExplained: two members started with different
+// InitialCluster maps derive different cluster ids, refuse each other and
+// never form a cluster; Ready's timeout says why.
+func TestClusterIDMismatchExplained(t *testing.T) {
+	addrs := freeAddrs(t, 3)
+	initials := []map[string]string{
+		{"n1": addrs[0], "n2": addrs[1]},
+		{"n1": addrs[0], "n2": addrs[1], "n3": addrs[2]}, // n2 was told of a third member
+	}
+	var nodes []*concord.Node
+	for i, initial := range initials {
+		cfg := concord.DefaultLocalConfig()
+		cfg.Name = fmt.Sprintf("n%d", i+1)
+		cfg.InitialCluster = initial
+		n, err := concord.Open(testCtx(t), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		nodes = append(nodes, n)
+	}
+	ctx, cancel := context.WithTimeout(testCtx(t), 2*time.Second)
+	defer cancel()
+	err := nodes[0].Ready(ctx)
+	wantErr(t, err, concord.ErrTimeout, transport.ErrWrongCluster)
+	t.Log(err)
 }

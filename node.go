@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/concordkv/concord/internal/command"
 	"github.com/concordkv/concord/internal/fsm"
@@ -29,6 +30,7 @@ type Node struct {
 	cfg       Config
 	id        uint64
 	clusterID uint64 // see Status.ClusterID
+	tr        transport.Transport
 	dbSize    dbSize
 	rn        *raftnode.Node
 	fsm       *fsm.FSM
@@ -203,6 +205,7 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 		cfg:       c,
 		id:        id,
 		clusterID: rec.ClusterID,
+		tr:        tr,
 		dbSize:    dbSize{dir: raftDir},
 		rn:        rn,
 		fsm:       f,
@@ -338,12 +341,35 @@ func (n *Node) waitReady(ctx context.Context) error {
 	case <-n.readyC:
 		return nil
 	case <-ctx.Done():
-		return ctxErr(ctx.Err())
+		return n.explainWait(ctxErr(ctx.Err()))
 	case <-n.closingC:
 		return ErrClosed
 	case <-n.rn.Done():
 		return n.stoppedErr()
 	}
+}
+
+// refusedWindow is how long a peer connection the transport refused
+// explains a wait for the cluster that ran out.
+const refusedWindow = 10 * time.Second
+
+// explainWait adds to err, a wait for the cluster that ran out, the last
+// peer connection the transport refused lately (another cluster or
+// another peer): members started with different InitialCluster maps
+// refuse each other and never form a cluster.
+func (n *Node) explainWait(err error) error {
+	r, ok := n.tr.(interface{ Refused(time.Duration) error })
+	if !ok {
+		return err
+	}
+	why := r.Refused(refusedWindow)
+	switch {
+	case why == nil:
+		return err
+	case errors.Is(why, transport.ErrWrongCluster):
+		return fmt.Errorf("%w (meanwhile %w; every member must start with the same InitialCluster)", err, why)
+	}
+	return fmt.Errorf("%w (meanwhile %w)", err, why)
 }
 
 // alive returns ErrClosed once Close was called.

@@ -24,7 +24,8 @@ type TCP struct {
 	log       *slog.Logger
 	clientTLS *tls.Config // nil for plaintext
 	h         atomic.Pointer[handlerBox]
-	ctx       context.Context // done on Close
+	refused   atomic.Pointer[refusal] // the last inbound connection refused for its hello
+	ctx       context.Context         // done on Close
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup // every goroutine the transport starts
 
@@ -38,6 +39,24 @@ type TCP struct {
 var _ Transport = (*TCP)(nil)
 
 type handlerBox struct{ Handler }
+
+type refusal struct {
+	err error
+	at  time.Time
+}
+
+// Refused returns why this transport last refused an inbound connection
+// whose hello named another cluster or another peer (an error wrapping
+// ErrWrongCluster or ErrWrongPeer), if it did so within the last d; nil
+// otherwise. Such a refusal usually means members were started with
+// different InitialCluster maps, or that an address changed hands.
+func (t *TCP) Refused(d time.Duration) error {
+	r := t.refused.Load()
+	if r == nil || time.Since(r.at) > d {
+		return nil
+	}
+	return r.err
+}
 
 // NewTCP validates cfg and starts listening on cfg.ListenAddr at once, so
 // that [TCP.Addr] is known before [TCP.Start]. Connections are served after

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"testing"
+	"time"
 
 	"go.etcd.io/raft/v3/raftpb"
 
@@ -57,6 +58,15 @@ func TestTCPClusterIDKeepsClustersApart(t *testing.T) {
 	b.AddPeer(3, c.Addr())
 	b.Send([]*raftpb.Message{msg(raftpb.MsgHeartbeat, 1, 3, 0)})
 	recB.waitUntil(t, "peer 3 reported unreachable to the other cluster", func() bool { return recB.unreachable[3] > 0 })
+	if err := c.Refused(time.Minute); !errors.Is(err, ErrWrongCluster) {
+		t.Fatalf("Refused after the other cluster's connection: %v, want ErrWrongCluster", err)
+	}
+	if err := c.Refused(0); err != nil {
+		t.Fatalf("Refused(0) = %v, want nil: the refusal is older than that", err)
+	}
+	if err := a.Refused(time.Minute); err != nil {
+		t.Fatalf("a transport that refused nothing: Refused = %v", err)
+	}
 	a.Send([]*raftpb.Message{msg(raftpb.MsgApp, 1, 3, 1)})
 	recC.waitUntil(t, "the same cluster's message", func() bool { return len(recC.msgs) > 0 })
 	for _, m := range recC.messages() {

@@ -25,6 +25,9 @@ func (t *TCP) serveConn(c net.Conn) {
 	case err == nil, t.ctx.Err() != nil:
 	case errors.Is(err, ErrWrongPeer), errors.Is(err, ErrWrongCluster), errors.Is(err, ErrBadFrame), errors.Is(err, ErrFrameTooLarge),
 		errors.Is(err, errHandshake):
+		if errors.Is(err, ErrWrongPeer) || errors.Is(err, ErrWrongCluster) {
+			t.refused.Store(&refusal{err: fmt.Errorf("connection from %s refused: %w", c.RemoteAddr(), err), at: time.Now()})
+		}
 		t.log.Warn("transport: inbound connection dropped", "remote", c.RemoteAddr().String(), "err", err)
 	default:
 		t.log.Debug("transport: inbound connection ended", "remote", c.RemoteAddr().String(), "err", err)
