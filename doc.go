@@ -53,9 +53,14 @@
 // A static member's raft id is derived from its name (the first 8 bytes
 // of its SHA-256, [MemberID]), so every member of a static cluster agrees
 // on the ids from InitialCluster alone; a member that comes in through
-// gossip gets a random id, which gossip carries to the others. DataDir
-// holds the file "member" (the member's name, id, initial cluster and
-// gossip bootstrap state) and "db" (badger). Reopening a DataDir under
+// gossip gets a random id, which gossip carries to the others. Static
+// members also derive a cluster id from InitialCluster (names and
+// addresses, on their first start; [Status].ClusterID), which their
+// transports exchange: a connection naming another cluster is refused,
+// so two clusters whose members share names never take each other's
+// raft messages. DataDir holds the file "member" (the member's name, id,
+// initial cluster, cluster id and gossip bootstrap state) and "db"
+// (badger). Reopening a DataDir under
 // another Name, or with another set of initial members, is refused.
 //
 // # Usage
