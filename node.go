@@ -449,9 +449,11 @@ type Status struct {
 	// as du counts it (measured at most once a second; 0 in memory).
 	DBSize int64
 	// ClusterID is the id of the static cluster the node was bootstrapped
-	// in, derived from InitialCluster at its first start; peers that name
-	// another cluster are refused. 0 for a node that gossips its way in,
-	// a lone node, and a data dir made before concord had cluster ids.
+	// in, derived from InitialCluster at its first start; the TCP
+	// transport concord builds on PeerAddr refuses peers that name another
+	// cluster (a Config.Transport checks only the transport.TCPConfig.ClusterID
+	// it was built with). 0 for a node that gossips its way in, a lone
+	// node, and a data dir made before concord had cluster ids.
 	ClusterID uint64
 }
 
