@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -158,4 +159,49 @@ func TestClusterIDMismatchExplained(t *testing.T) {
 	err := nodes[0].Ready(ctx)
 	wantErr(t, err, concord.ErrTimeout, transport.ErrWrongCluster)
 	t.Log(err)
+}
+
+// TestClusterIDFollowsCorrectedConfig: a member first started with a
+// wrong InitialCluster (a typo in another member's port) is refused by
+// the others and never ready; reopened on the same DataDir with the
+// right map, it derives the right id and joins. Its id is fixed only once
+// it has been in its cluster.
+func TestClusterIDFollowsCorrectedConfig(t *testing.T) {
+	addrs := freeAddrs(t, 4)
+	good := map[string]string{"n1": addrs[0], "n2": addrs[1], "n3": addrs[2]}
+	typo := maps.Clone(good)
+	typo["n1"] = addrs[3]
+	root := t.TempDir()
+	open := func(name string, initial map[string]string) *concord.Node {
+		cfg := concord.DefaultLocalConfig()
+		cfg.Name = name
+		cfg.DataDir = filepath.Join(root, name)
+		cfg.InitialCluster = initial
+		n, err := concord.Open(testCtx(t), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		return n
+	}
+	n1, n2 := open("n1", good), open("n2", good)
+	for _, n := range []*concord.Node{n1, n2} {
+		if err := n.Ready(testCtx(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n3 := open("n3", typo)
+	ctx, cancel := context.WithTimeout(testCtx(t), 2*time.Second)
+	defer cancel()
+	wantErr(t, n3.Ready(ctx), concord.ErrTimeout, transport.ErrWrongCluster)
+	if err := n3.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n3 = open("n3", good)
+	if err := n3.Ready(testCtx(t)); err != nil {
+		t.Fatalf("reopened with the right InitialCluster: %v", err)
+	}
+	if got, want := n3.Status().ClusterID, n1.Status().ClusterID; got != want {
+		t.Fatalf("n3's cluster id %x, n1's %x", got, want)
+	}
 }

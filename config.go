@@ -67,9 +67,10 @@ type Config struct {
 	// peer address, the same on every member (etcd's initial-cluster). It
 	// must name this member. Used on the first start only; later starts
 	// take only addresses from it. Default nil: a one-node cluster, as is
-	// one naming only this member. A lone member leads at once. On their
-	// first start the members derive a cluster id from it, names and
-	// addresses (Status.ClusterID), and from then on refuse peer
+	// one naming only this member. A lone member leads at once. The
+	// members derive a cluster id from it, names and addresses
+	// (Status.ClusterID; fixed once a member has first been ready, so a
+	// wrong map can be corrected before that), and refuse peer
 	// connections that name another cluster: two clusters whose members
 	// share names cannot take each other's raft messages at a reused
 	// address.

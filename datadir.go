@@ -31,10 +31,15 @@ type memberRecord struct {
 	// PeerAddr is the address the member's peers dial (its advertised
 	// raft address), as of its last start.
 	PeerAddr string `json:"peer_addr,omitempty"`
-	// ClusterID is the static cluster's id (see clusterID), fixed at the
-	// member's first start; 0 for other members and for data dirs made
-	// before concord had cluster ids.
+	// ClusterID is the static cluster's id (see clusterID); 0 for other
+	// members and for data dirs made before concord had cluster ids.
 	ClusterID uint64 `json:"cluster_id,omitempty"`
+	// ClusterIDProvisional is set until the member is first ready: until
+	// then its cluster id follows InitialCluster at every start, so that
+	// a start with a wrong map, corrected later, leaves nothing behind.
+	// Once the member has been in its cluster the id is fixed (later
+	// starts take only addresses from InitialCluster).
+	ClusterIDProvisional bool `json:"cluster_id_provisional,omitempty"`
 }
 
 // checkPeerAddr refuses to reopen the data dir of a member of a cluster
@@ -81,7 +86,8 @@ func claimDataDir(c *Config) (*memberRecord, error) {
 		if err := refuseForeignDir(c.DataDir); err != nil {
 			return nil, err
 		}
-		rec = &memberRecord{Name: c.Name, ID: newMemberID(c), Cluster: cluster, ClusterID: clusterID(c.InitialCluster)}
+		cid := clusterID(c.InitialCluster)
+		rec = &memberRecord{Name: c.Name, ID: newMemberID(c), Cluster: cluster, ClusterID: cid, ClusterIDProvisional: cid != 0}
 		return rec, writeMember(c.DataDir, rec)
 	}
 	if err != nil {
@@ -97,16 +103,34 @@ func claimDataDir(c *Config) (*memberRecord, error) {
 	case rec.ID == 0:
 		return nil, fmt.Errorf("%w: DataDir %q: member file has no raft id", ErrInvalidConfig, c.DataDir)
 	}
+	if rec.ClusterIDProvisional {
+		rec.ClusterID = clusterID(c.InitialCluster)
+	}
 	return rec, nil
+}
+
+// fixClusterID records in the member file that the member's cluster id
+// is id for good (see memberRecord.ClusterIDProvisional).
+func fixClusterID(dir string, id uint64) error {
+	return updateMember(dir, func(rec *memberRecord) {
+		rec.ClusterID, rec.ClusterIDProvisional = id, false
+	})
 }
 
 // saveGossipState records a gossip member's state in its member file.
 func saveGossipState(dir string, st membership.State) error {
+	return updateMember(dir, func(rec *memberRecord) { rec.Gossip = &st })
+}
+
+// updateMember applies edit to the member file in dir. A running node
+// calls it under Node.memberMu: its gossip manager, its readiness and
+// Leave may update the file at once.
+func updateMember(dir string, edit func(*memberRecord)) error {
 	rec, err := readMember(dir)
 	if err != nil {
 		return err
 	}
-	rec.Gossip = &st
+	edit(rec)
 	return writeMember(dir, rec)
 }
 
@@ -160,10 +184,5 @@ func writeMember(dir string, rec *memberRecord) error {
 
 // markLeft records in the member file that the member left its cluster.
 func markLeft(dir string) error {
-	rec, err := readMember(dir)
-	if err != nil {
-		return err
-	}
-	rec.Left = true
-	return writeMember(dir, rec)
+	return updateMember(dir, func(rec *memberRecord) { rec.Left = true })
 }

@@ -55,7 +55,7 @@
 // on the ids from InitialCluster alone; a member that comes in through
 // gossip gets a random id, which gossip carries to the others. Static
 // members also derive a cluster id from InitialCluster (names and
-// addresses, on their first start; [Status].ClusterID), which their
+// addresses, fixed once a member is first ready; [Status].ClusterID), which their
 // transports exchange: a connection naming another cluster is refused,
 // so two clusters whose members share names never take each other's
 // raft messages. DataDir holds the file "member" (the member's name, id,

@@ -57,6 +57,8 @@ func (n *Node) startGossip(rec *memberRecord, peerAddr string, log *slog.Logger)
 			if c.DataDir == "" {
 				return nil
 			}
+			n.memberMu.Lock()
+			defer n.memberMu.Unlock()
 			return saveGossipState(c.DataDir, st)
 		},
 		Raft: n.rn,

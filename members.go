@@ -280,6 +280,8 @@ func (n *Node) leave(ctx context.Context) (err error) {
 		}
 	}
 	if n.cfg.DataDir != "" {
+		n.memberMu.Lock()
+		defer n.memberMu.Unlock()
 		return markLeft(n.cfg.DataDir)
 	}
 	return nil

@@ -27,19 +27,21 @@ import (
 // a raft peer, its replicated key-value store and the API over them.
 // Create it with Open; its methods are safe for concurrent use.
 type Node struct {
-	cfg       Config
-	id        uint64
-	clusterID uint64 // see Status.ClusterID
-	tr        transport.Transport
-	dbSize    dbSize
-	rn        *raftnode.Node
-	fsm       *fsm.FSM
-	hub       *watchhub.Hub[*Event]
-	mgr       *membership.Manager // gossip membership; nil without GossipAddr
-	ls        *lessor.Lessor
-	mem       *transport.Network // the in-memory transport of a node without PeerAddr, else nil
-	log       *slog.Logger
-	names     map[uint64]string // static members' names by raft id; read-only
+	cfg         Config
+	id          uint64
+	clusterID   uint64     // see Status.ClusterID
+	provisional bool       // clusterID is to be recorded for good once ready (memberRecord.ClusterIDProvisional)
+	memberMu    sync.Mutex // serializes updates of the member file
+	tr          transport.Transport
+	dbSize      dbSize
+	rn          *raftnode.Node
+	fsm         *fsm.FSM
+	hub         *watchhub.Hub[*Event]
+	mgr         *membership.Manager // gossip membership; nil without GossipAddr
+	ls          *lessor.Lessor
+	mem         *transport.Network // the in-memory transport of a node without PeerAddr, else nil
+	log         *slog.Logger
+	names       map[uint64]string // static members' names by raft id; read-only
 
 	addrMu sync.Mutex
 	addrs  map[uint64]string // guarded by addrMu; peer addresses last seen
@@ -202,24 +204,25 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{
-		cfg:       c,
-		id:        id,
-		clusterID: rec.ClusterID,
-		tr:        tr,
-		dbSize:    dbSize{dir: raftDir},
-		rn:        rn,
-		fsm:       f,
-		hub:       hub,
-		ls:        ls,
-		mem:       mem,
-		log:       log,
-		names:     names,
-		addrs:     map[uint64]string{},
-		readyC:    make(chan struct{}),
-		closingC:  make(chan struct{}),
-		seqSeed:   maphash.MakeSeed(),
-		renewC:    make(chan *renewal, 1024),
-		gone:      map[LeaseID][]chan struct{}{},
+		cfg:         c,
+		id:          id,
+		clusterID:   rec.ClusterID,
+		provisional: c.DataDir != "" && rec.ClusterIDProvisional,
+		tr:          tr,
+		dbSize:      dbSize{dir: raftDir},
+		rn:          rn,
+		fsm:         f,
+		hub:         hub,
+		ls:          ls,
+		mem:         mem,
+		log:         log,
+		names:       names,
+		addrs:       map[uint64]string{},
+		readyC:      make(chan struct{}),
+		closingC:    make(chan struct{}),
+		seqSeed:     maphash.MakeSeed(),
+		renewC:      make(chan *renewal, 1024),
+		gone:        map[LeaseID][]chan struct{}{},
 	}
 	for _, p := range peers {
 		n.addrs[p.ID] = p.Addr
@@ -312,6 +315,15 @@ func initialPeers(c *Config, id uint64, self string) ([]raftnode.Peer, map[uint6
 func (n *Node) awaitReady(ctx context.Context) {
 	if err := n.rn.ReadIndex(ctx); err != nil {
 		return // closed or stopped: waiters see it
+	}
+	if n.provisional {
+		// In the cluster: the id it derived from InitialCluster is right.
+		n.memberMu.Lock()
+		err := fixClusterID(n.cfg.DataDir, n.clusterID)
+		n.memberMu.Unlock()
+		if err != nil {
+			n.log.Warn("concord: record the cluster id", "err", err)
+		}
 	}
 	n.ready.Store(true)
 	close(n.readyC)
@@ -449,11 +461,12 @@ type Status struct {
 	// as du counts it (measured at most once a second; 0 in memory).
 	DBSize int64
 	// ClusterID is the id of the static cluster the node was bootstrapped
-	// in, derived from InitialCluster at its first start; the TCP
-	// transport concord builds on PeerAddr refuses peers that name another
-	// cluster (a Config.Transport checks only the transport.TCPConfig.ClusterID
-	// it was built with). 0 for a node that gossips its way in, a lone
-	// node, and a data dir made before concord had cluster ids.
+	// in, derived from InitialCluster (names and addresses) and fixed once
+	// the member is first ready; the TCP transport concord builds on
+	// PeerAddr refuses peers that name another cluster (a Config.Transport
+	// checks only the transport.TCPConfig.ClusterID it was built with). 0
+	// without InitialCluster (a node alone, or one that gossips its way
+	// in) and for a data dir made before concord had cluster ids.
 	ClusterID uint64
 }
 
