@@ -49,9 +49,9 @@ func TestClusterIDKeepsClustersApart(t *testing.T) {
 		}
 		return ns
 	}
-	// A's election timeout is 1 s, so that nothing but B makes it elect
+	// A's election timeout is 2 s, so that nothing but B makes it elect
 	// again during the test.
-	a := open(initialA, 100*time.Millisecond, "n1", "n2", "n3")
+	a := open(initialA, 200*time.Millisecond, "n1", "n2", "n3")
 	put(t, a[0], "x", "A")
 	term := a[2].Status().Term
 	b := open(initialB, 10*time.Millisecond, "n1", "n2")
