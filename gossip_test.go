@@ -275,7 +275,8 @@ func TestGossipWrongKeyCannotJoin(t *testing.T) {
 }
 
 // TestGossipStaticCluster: a static three-member cluster that gossips
-// takes gossip joiners (Join, no BootstrapExpect) as voters.
+// takes gossip joiners (Join, no BootstrapExpect) as voters, though they
+// have no cluster id.
 func TestGossipStaticCluster(t *testing.T) {
 	g := newGossipCluster(t, 0, 3)
 	initial := map[string]string{}
@@ -298,6 +299,14 @@ func TestGossipStaticCluster(t *testing.T) {
 	}
 	if st.ID != g.node("g1").Status().ID {
 		t.Fatal("static member's id changed")
+	}
+	// The static members share a cluster id; the joiners have none (their
+	// hellos go unchecked, and they check none).
+	for _, name := range names("g", 1, 5) {
+		id := g.node(name).Status().ClusterID
+		if static := name <= "g3"; static && (id == 0 || id != st.ClusterID) || !static && id != 0 {
+			t.Fatalf("%s has cluster id %x (g1 %x)", name, id, st.ClusterID)
+		}
 	}
 }
 
