@@ -33,7 +33,7 @@ type Node struct {
 	provisional bool       // clusterID is to be recorded for good once ready (memberRecord.ClusterIDProvisional)
 	memberMu    sync.Mutex // serializes updates of the member file
 	tr          transport.Transport
-	dbSize      dbSize
+	dbSize      *dbSize
 	rn          *raftnode.Node
 	fsm         *fsm.FSM
 	hub         *watchhub.Hub[*Event]
@@ -209,7 +209,7 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 		clusterID:   rec.ClusterID,
 		provisional: c.DataDir != "" && rec.ClusterIDProvisional,
 		tr:          tr,
-		dbSize:      dbSize{dir: raftDir},
+		dbSize:      newDBSize(raftDir),
 		rn:          rn,
 		fsm:         f,
 		hub:         hub,
