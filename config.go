@@ -22,12 +22,15 @@ type Config struct {
 	Name string
 	// DataDir holds the member's data: DataDir/member (its name and id)
 	// and DataDir/db (badger: raft log and state). It is created (0700)
-	// if missing. Default "": in memory, nothing persisted. A member of a
-	// multi-node cluster kept in memory forgets its raft log and votes on
-	// Close: do not open it again under the same Name while the cluster
-	// lives (raft counts on its members remembering what they acked and
-	// whom they voted for; one that forgot can help lose a committed write
-	// or elect a second leader in a term). Join anew under a new Name.
+	// if missing. Default "": in memory, nothing persisted. A member that
+	// comes back under its Name with its data lost (kept in memory, or its
+	// DataDir wiped) forgot what it acknowledged and whom it voted for;
+	// raft counts on both. Each data gets a random incarnation
+	// (Status.Incarnation) that the TCP transport presents to peers: they
+	// refuse such a member's messages while it is a voter, and the leader
+	// takes it out and adds it back as a learner, promoting it once it has
+	// caught up (Member.Incarnation, Member.Rejoining). No step is needed,
+	// but the cluster has one voter fewer meanwhile.
 	DataDir string
 	// PeerAddr is the "host:port" the raft transport listens on. Default:
 	// InitialCluster[Name]. With no InitialCluster and no PeerAddr, the

@@ -40,6 +40,10 @@ type memberRecord struct {
 	// Once the member has been in its cluster the id is fixed (later
 	// starts take only addresses from InitialCluster).
 	ClusterIDProvisional bool `json:"cluster_id_provisional,omitempty"`
+	// Incarnation names the data dir's content: random, made with the
+	// member file. A member that comes back with another (its data dir
+	// wiped) rejoins as a learner first (raftnode/incarnation.go).
+	Incarnation uint64 `json:"incarnation,omitempty"`
 }
 
 // checkPeerAddr refuses to reopen the data dir of a member of a cluster
@@ -87,7 +91,7 @@ func claimDataDir(c *Config) (*memberRecord, error) {
 			return nil, err
 		}
 		cid := clusterID(c.InitialCluster)
-		rec = &memberRecord{Name: c.Name, ID: newMemberID(c), Cluster: cluster, ClusterID: cid, ClusterIDProvisional: cid != 0}
+		rec = &memberRecord{Name: c.Name, ID: newMemberID(c), Cluster: cluster, ClusterID: cid, ClusterIDProvisional: cid != 0, Incarnation: randomID()}
 		return rec, writeMember(c.DataDir, rec)
 	}
 	if err != nil {
@@ -105,6 +109,13 @@ func claimDataDir(c *Config) (*memberRecord, error) {
 	}
 	if rec.ClusterIDProvisional {
 		rec.ClusterID = clusterID(c.InitialCluster)
+	}
+	if rec.Incarnation == 0 { // made before concord had incarnations
+		inc := randomID()
+		if err := updateMember(c.DataDir, func(r *memberRecord) { r.Incarnation = inc }); err != nil {
+			return nil, err
+		}
+		rec.Incarnation = inc
 	}
 	return rec, nil
 }

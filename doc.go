@@ -59,9 +59,13 @@
 // transports exchange: a connection naming another cluster is refused,
 // so two clusters whose members share names never take each other's
 // raft messages. DataDir holds the file "member" (the member's name, id,
-// initial cluster, cluster id and gossip bootstrap state) and "db"
-// (badger). Reopening a DataDir under
-// another Name, or with another set of initial members, is refused.
+// initial cluster, cluster id, incarnation and gossip bootstrap state) and
+// "db" (badger). Reopening a DataDir under
+// another Name, or with another set of initial members, is refused. A
+// member that comes back with its data lost (DataDir wiped, or kept in
+// memory) has a new incarnation: its peers refuse its votes and
+// acknowledgements, which it no longer remembers giving, and the leader
+// adds it back as a learner and promotes it once it has caught up.
 //
 // # Usage
 //

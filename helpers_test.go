@@ -148,13 +148,20 @@ type cluster struct {
 	names   []string
 	dirs    []string
 	nodes   []*concord.Node
+	edit    func(*concord.Config) // applied to every config, if set
 }
 
 // newCluster opens size nodes ("n1".."nN") with data dirs, and waits until
 // all are ready.
 func newCluster(t *testing.T, size int) *cluster {
 	t.Helper()
-	c := &cluster{t: t, initial: map[string]string{}}
+	return newClusterWith(t, size, nil)
+}
+
+// newClusterWith is newCluster with edit applied to every node's config.
+func newClusterWith(t *testing.T, size int, edit func(*concord.Config)) *cluster {
+	t.Helper()
+	c := &cluster{t: t, initial: map[string]string{}, edit: edit}
 	root := t.TempDir()
 	for i, addr := range freeAddrs(t, size) {
 		name := fmt.Sprintf("n%d", i+1)
@@ -186,6 +193,9 @@ func (c *cluster) config(i int) concord.Config {
 	cfg.Name = c.names[i]
 	cfg.DataDir = c.dirs[i]
 	cfg.InitialCluster = c.initial
+	if c.edit != nil {
+		c.edit(&cfg)
+	}
 	return cfg
 }
 

@@ -59,6 +59,11 @@ func newMemberID(c *Config) uint64 {
 	if c.static() {
 		return MemberID(c.Name)
 	}
+	return randomID()
+}
+
+// randomID returns a random non-zero id.
+func randomID() uint64 {
 	for {
 		var b [8]byte
 		rand.Read(b[:])
@@ -94,6 +99,16 @@ type Member struct {
 	// index, or -1 if this node cannot tell: only the leader knows the
 	// others' progress; every member knows its own.
 	Lag int64
+	// Incarnation names the data the member last recorded it runs on
+	// (its Status.Incarnation), 0 if none is recorded yet. A member that
+	// comes back with new data (its DataDir wiped or lost, or kept in
+	// memory) rejoins as a learner and becomes a voter again once it has
+	// caught up and recorded its new incarnation: until then its votes
+	// and acknowledgements do not count, since it forgot the ones it gave.
+	Incarnation uint64
+	// Rejoining tells a member that came back with new data and is to
+	// be a voter again once it caught up (see Incarnation).
+	Rejoining bool
 }
 
 // Role is "leader", "voter" or "learner".
@@ -154,7 +169,8 @@ func (n *Node) member(id uint64, learner bool, leader uint64) Member {
 	n.addrMu.Lock()
 	addr := n.addrs[id]
 	n.addrMu.Unlock()
-	m := Member{ID: id, Name: n.names[id], PeerAddr: addr, IsLearner: learner, IsLeader: id == leader, Lag: -1}
+	inc, rejoin := n.rn.Incarnation(id)
+	m := Member{ID: id, Name: n.names[id], PeerAddr: addr, IsLearner: learner, IsLeader: id == leader, Lag: -1, Incarnation: inc, Rejoining: rejoin}
 	n.addGossip(&m)
 	return m
 }

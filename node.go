@@ -30,6 +30,7 @@ type Node struct {
 	cfg         Config
 	id          uint64
 	clusterID   uint64     // see Status.ClusterID
+	incarnation uint64     // see Status.Incarnation
 	provisional bool       // clusterID is to be recorded for good once ready (memberRecord.ClusterIDProvisional)
 	memberMu    sync.Mutex // serializes updates of the member file
 	tr          transport.Transport
@@ -117,7 +118,9 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 		log = c.Logger.With(logKeyMember, c.Name)
 	}
 	raftDir := ""
-	rec := &memberRecord{ID: newMemberID(&c), ClusterID: clusterID(c.InitialCluster)} // in memory: a new member each time
+	// In memory: a new member each time, or, static, the same member with
+	// new data.
+	rec := &memberRecord{ID: newMemberID(&c), ClusterID: clusterID(c.InitialCluster), Incarnation: randomID()}
 	if c.DataDir != "" {
 		if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 			return nil, err
@@ -129,7 +132,7 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 		raftDir = filepath.Join(c.DataDir, "db")
 	}
 	id := rec.ID
-	tr, mem, err := newTransport(&c, id, rec.ClusterID, log)
+	tr, mem, err := newTransport(&c, id, rec, log)
 	if err != nil {
 		return nil, err
 	}
@@ -170,6 +173,7 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	rn, err := raftnode.Start(raftnode.Config{
 		ID:                     id,
+		Incarnation:            rec.Incarnation,
 		DataDir:                raftDir,
 		Peers:                  peers,
 		Transport:              tr,
@@ -207,6 +211,7 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 		cfg:         c,
 		id:          id,
 		clusterID:   rec.ClusterID,
+		incarnation: rec.Incarnation,
 		provisional: c.DataDir != "" && rec.ClusterIDProvisional,
 		tr:          tr,
 		dbSize:      newDBSize(raftDir),
@@ -272,7 +277,7 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 // newTransport returns c.Transport if set, else the TCP transport on
 // c.PeerAddr, or, without one, an in-memory transport of a network of its
 // own: a lone node that no peer can reach needs no port.
-func newTransport(c *Config, id, cluster uint64, log *slog.Logger) (transport.Transport, *transport.Network, error) {
+func newTransport(c *Config, id uint64, rec *memberRecord, log *slog.Logger) (transport.Transport, *transport.Network, error) {
 	if c.Transport != nil {
 		return c.Transport, nil, nil
 	}
@@ -282,7 +287,8 @@ func newTransport(c *Config, id, cluster uint64, log *slog.Logger) (transport.Tr
 	}
 	tr, err := transport.NewTCP(transport.TCPConfig{
 		ID:            id,
-		ClusterID:     cluster,
+		ClusterID:     rec.ClusterID,
+		Incarnation:   rec.Incarnation,
 		ListenAddr:    c.PeerAddr,
 		AdvertiseAddr: c.AdvertisePeerAddr,
 		TLS:           c.PeerTLS,
@@ -468,6 +474,10 @@ type Status struct {
 	// without InitialCluster (a node alone, or one that gossips its way
 	// in) and for a data dir made before concord had cluster ids.
 	ClusterID uint64
+	// Incarnation names the data this node runs on: a random id made
+	// with its DataDir (new at every Open in memory). See
+	// Member.Incarnation.
+	Incarnation uint64
 }
 
 // Status returns the node's state as of its last raft Ready. It never
@@ -485,5 +495,6 @@ func (n *Node) Status() Status {
 		Leader:          st.Leader,
 		DBSize:          n.dbSize.get(),
 		ClusterID:       n.clusterID,
+		Incarnation:     n.incarnation,
 	}
 }

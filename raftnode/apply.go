@@ -80,7 +80,13 @@ func (l *loop) apply(c *chain, ents []*pb.Entry, prev uint64) (applied, error) {
 						return out, err
 					}
 				}
-				res, err := n.cfg.Applier.Apply(&Txn{txn: c.txn, c: c, term: e.GetTerm()}, idx, p.GetData())
+				var res []byte
+				var err error
+				if m := p.GetMember(); m != nil {
+					err = l.applyMember(c, m)
+				} else {
+					res, err = n.cfg.Applier.Apply(&Txn{txn: c.txn, c: c, term: e.GetTerm()}, idx, p.GetData())
+				}
 				if err != nil {
 					return out, fmt.Errorf("entry %d: %w", idx, err)
 				}
@@ -165,6 +171,7 @@ func (l *loop) finishApply(a applied) {
 		return
 	}
 	n.applied.Store(a.last)
+	l.publishMembers()
 	if cn, ok := n.cfg.Applier.(CommitNotifier); ok {
 		cn.Committed(a.last)
 	}
@@ -239,7 +246,7 @@ func (l *loop) applyConfChange(b *chain, e *pb.Entry, applied uint64) ([]peerCha
 				return nil, 0, err
 			}
 			out = append(out, peerChange{id: nid, remove: true})
-			if nid == l.n.cfg.ID {
+			if nid == l.n.cfg.ID && !l.rejoining() {
 				l.removed = true
 			}
 		}

@@ -36,6 +36,10 @@ type Config struct {
 	// Addresses replicated through conf changes replace these. Optional
 	// with an in-memory transport that ignores addresses.
 	Join []Peer
+	// Incarnation names this peer's data: a random non-zero id made with
+	// its data dir (a new one for data kept in memory). 0 turns the
+	// incarnation guard (incarnation.go) off for this peer.
+	Incarnation uint64
 	// Transport carries messages to peers. Required. Start starts it and
 	// Stop closes it.
 	Transport transport.Transport

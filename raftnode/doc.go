@@ -102,4 +102,12 @@
 // member's replication. Peer addresses travel in the conf changes and are
 // kept in the replicated state; [Node.Hint] gives a peer not yet in the
 // log addresses to answer. A lone voter campaigns at once.
+//
+// With Config.Incarnation set (a random id of the peer's data) and a
+// transport that asks its handler to admit connections (the TCP
+// transport does: transport.Admitter), a peer that comes back under its
+// id with its data lost is kept from voting and acknowledging until it
+// has caught up again: peers refuse it while it is a voter, and the
+// leader removes it and adds it back as a learner, then promotes it
+// (incarnation.go).
 package raftnode

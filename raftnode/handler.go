@@ -65,3 +65,6 @@ func (h *handler) ReportSnapshot(id uint64, failed bool) {
 		}()
 	}
 }
+
+// Admit implements transport.Admitter: see Node.Admit.
+func (h *handler) Admit(from, incarnation uint64) error { return (*Node)(h).Admit(from, incarnation) }

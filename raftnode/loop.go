@@ -33,11 +33,12 @@ type loop struct {
 	callsDue     bool                 // some calls are to be sent
 	reads        readState
 	dedup        dedupTable
-	spools       map[uint64]string // snapshot index -> spooled body
-	confIdx      uint64            // index of the newest applied conf change
-	snapIdx      uint64            // newest compaction point
-	changedC     chan struct{}     // closed and replaced on leader or term change
-	transferring bool              // a leadership transfer this leader started may be pending
+	spools       map[uint64]string      // snapshot index -> spooled body
+	confIdx      uint64                 // index of the newest applied conf change
+	snapIdx      uint64                 // newest compaction point
+	changedC     chan struct{}          // closed and replaced on leader or term change
+	transferring bool                   // a leadership transfer this leader started may be pending
+	members      map[uint64]memberState // member records staged by applyMember, not yet published
 }
 
 // retryTicks is how long a proposal or read round may go unanswered before

@@ -58,7 +58,12 @@ type Node struct {
 	errMu sync.Mutex
 	err   error // guarded by errMu; why the loop ended
 
-	wg sync.WaitGroup // background goroutines (snapshot senders)
+	wg sync.WaitGroup // background goroutines (snapshot senders, the incarnation guard)
+
+	members   atomic.Pointer[map[uint64]memberState] // replicated member records (incarnation.go)
+	guardKick chan struct{}                          // capacity 1: Admit refused a voter
+	helloMu   sync.Mutex
+	hellos    map[uint64]uint64 // guarded by helloMu; the incarnation each peer last presented to Admit
 }
 
 // Start opens (or creates) the peer's data and starts its raft goroutine
@@ -108,19 +113,21 @@ func start(cfg Config, db *badger.DB) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		cfg:      cfg,
-		db:       db,
-		tr:       cfg.Transport,
-		origin:   binary.LittleEndian.Uint64(b[:]) | 1,
-		propC:    make(chan *proposal, 4096),
-		recvC:    make(chan *pb.Message, 4096),
-		readKick: make(chan struct{}, 1),
-		ctlC:     make(chan func(*loop), 4096),
-		stopC:    make(chan struct{}),
-		doneC:    make(chan struct{}),
-		tmpDir:   tmpSnapDir,
-		log:      cfg.Logger,
-		commit:   (*badger.Txn).Commit,
+		cfg:       cfg,
+		db:        db,
+		tr:        cfg.Transport,
+		origin:    binary.LittleEndian.Uint64(b[:]) | 1,
+		propC:     make(chan *proposal, 4096),
+		recvC:     make(chan *pb.Message, 4096),
+		readKick:  make(chan struct{}, 1),
+		ctlC:      make(chan func(*loop), 4096),
+		stopC:     make(chan struct{}),
+		doneC:     make(chan struct{}),
+		tmpDir:    tmpSnapDir,
+		log:       cfg.Logger,
+		commit:    (*badger.Txn).Commit,
+		guardKick: make(chan struct{}, 1),
+		hellos:    map[uint64]uint64{},
 	}
 	n.sync = func(vlog bool) error {
 		mem, err := n.w.memFile()
@@ -155,6 +162,9 @@ func start(cfg Config, db *badger.DB) (*Node, error) {
 		return nil, err
 	}
 	n.removeSpools() // bodies received but never installed before a stop
+	if err := n.loadMembers(); err != nil {
+		return nil, err
+	}
 	l, err := newLoop(n)
 	if err != nil {
 		return nil, err
@@ -163,6 +173,7 @@ func start(cfg Config, db *badger.DB) (*Node, error) {
 		return nil, fmt.Errorf("raftnode: start transport: %w", err)
 	}
 	go l.run()
+	n.wg.Go(n.guard)
 	started = true
 	return n, nil
 }

@@ -15,10 +15,11 @@ import (
 // proposal is one Propose call (or conf change) awaiting its applied result.
 type proposal struct {
 	seq      uint64
-	data     []byte           // command, or nil for a conf change
-	cc       *pb.ConfChangeV2 // conf change, or nil
-	resC     chan result      // buffered 1; written once by the loop
-	canceled atomic.Bool      // the caller gave up
+	data     []byte             // command, or nil for a conf change
+	cc       *pb.ConfChangeV2   // conf change, or nil
+	member   *wire.MemberRecord // a member record (incarnation.go), or nil
+	resC     chan result        // buffered 1; written once by the loop
+	canceled atomic.Bool        // the caller gave up
 
 	proposedAt uint64 // loop-owned: tick of the last proposal to raft
 	queued     bool   // loop-owned: in loop.toSend
@@ -96,7 +97,7 @@ func (l *loop) flushProposals() {
 		if size > 0 && size+len(p.data) > l.n.cfg.MaxProposalBatch {
 			flush()
 		}
-		batch.Proposals = append(batch.Proposals, &wire.Proposal{Origin: l.n.origin, Seq: p.seq, Data: p.data})
+		batch.Proposals = append(batch.Proposals, &wire.Proposal{Origin: l.n.origin, Seq: p.seq, Data: p.data, Member: p.member})
 		size += len(p.data) + 24
 	}
 	flush()

@@ -154,6 +154,10 @@ func (l *loop) installSnapshot(meta *pb.SnapshotMetadata) error {
 	if err := l.dedup.load(l.n.db); err != nil {
 		return err
 	}
+	l.members = nil
+	if err := l.n.loadMembers(); err != nil {
+		return err
+	}
 	l.answerSnapshotted()
 	l.confIdx = l.n.applied.Load()
 	l.snapIdx = meta.GetIndex()

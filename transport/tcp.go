@@ -46,8 +46,9 @@ type refusal struct {
 }
 
 // Refused returns why this transport last refused an inbound connection
-// whose hello named another cluster or another peer (an error wrapping
-// ErrWrongCluster or ErrWrongPeer), if it did so within the last d; nil
+// whose hello named another cluster or another peer, or that Admit
+// refused (an error wrapping ErrWrongCluster, ErrWrongPeer or
+// ErrNotAdmitted), if it did so within the last d; nil
 // otherwise. Such a refusal usually means members were started with
 // different InitialCluster maps, or that an address changed hands.
 func (t *TCP) Refused(d time.Duration) error {

@@ -27,6 +27,9 @@ type TCPConfig struct {
 	// with no cluster id is accepted (a peer that has none yet, such as
 	// one joining through gossip).
 	ClusterID uint64
+	// Incarnation, if not 0, names this peer's data: it is sent in the
+	// hello of every connection this peer makes (see Admitter).
+	Incarnation uint64
 	// TLS, when non-nil, enables mutual TLS; nil means plaintext. One config
 	// serves both ends: Certificates is this peer's certificate, presented
 	// to the peers it dials and to those dialing it, and RootCAs (or

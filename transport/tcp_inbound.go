@@ -23,9 +23,9 @@ func (t *TCP) serveConn(c net.Conn) {
 	err := t.serve(c)
 	switch {
 	case err == nil, t.ctx.Err() != nil:
-	case errors.Is(err, ErrWrongPeer), errors.Is(err, ErrWrongCluster), errors.Is(err, ErrBadFrame), errors.Is(err, ErrFrameTooLarge),
-		errors.Is(err, errHandshake):
-		if errors.Is(err, ErrWrongPeer) || errors.Is(err, ErrWrongCluster) {
+	case errors.Is(err, ErrWrongPeer), errors.Is(err, ErrWrongCluster), errors.Is(err, ErrNotAdmitted), errors.Is(err, ErrBadFrame),
+		errors.Is(err, ErrFrameTooLarge), errors.Is(err, errHandshake):
+		if errors.Is(err, ErrWrongPeer) || errors.Is(err, ErrWrongCluster) || errors.Is(err, ErrNotAdmitted) {
 			t.refused.Store(&refusal{err: fmt.Errorf("connection from %s refused: %w", c.RemoteAddr(), err), at: time.Now()})
 		}
 		t.log.Warn("transport: inbound connection dropped", "remote", c.RemoteAddr().String(), "err", err)
@@ -59,6 +59,11 @@ func (t *TCP) serve(c net.Conn) error {
 		return fmt.Errorf("%w: hello from 0", ErrBadFrame)
 	case hello.GetCluster() != 0 && t.cfg.ClusterID != 0 && hello.GetCluster() != t.cfg.ClusterID:
 		return fmt.Errorf("%w: hello from %d of cluster %x, this is %x", ErrWrongCluster, from, hello.GetCluster(), t.cfg.ClusterID)
+	}
+	if a, ok := t.handler().(Admitter); ok {
+		if err := a.Admit(from, hello.GetIncarnation()); err != nil {
+			return fmt.Errorf("%w: %d: %w", ErrNotAdmitted, from, err)
+		}
 	}
 	c.SetDeadline(time.Time{})
 	fr.limit = t.cfg.MaxFrameSize

@@ -144,7 +144,7 @@ func (p *peer) stream(conn net.Conn) error {
 	}()
 
 	bw := bufio.NewWriterSize(conn, bufSize)
-	hello := &wire.Hello{From: p.t.cfg.ID, To: p.id, Kind: kindMessages, Version: version, Cluster: p.t.cfg.ClusterID}
+	hello := &wire.Hello{From: p.t.cfg.ID, To: p.id, Kind: kindMessages, Version: version, Cluster: p.t.cfg.ClusterID, Incarnation: p.t.cfg.Incarnation}
 	b, err := appendFrame(bw.AvailableBuffer(), frameHello, hello, helloLimit)
 	if err != nil {
 		return err

@@ -46,7 +46,7 @@ func (t *TCP) streamSnapshot(m *raftpb.Message, addr string, body io.Reader) err
 	}
 	defer t.untrack(conn)
 
-	hello := &wire.Hello{From: t.cfg.ID, To: m.GetTo(), Kind: kindSnapshot, Version: version, Cluster: t.cfg.ClusterID}
+	hello := &wire.Hello{From: t.cfg.ID, To: m.GetTo(), Kind: kindSnapshot, Version: version, Cluster: t.cfg.ClusterID, Incarnation: t.cfg.Incarnation}
 	head, err := appendFrame(nil, frameHello, hello, helloLimit)
 	if err != nil {
 		return err

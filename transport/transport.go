@@ -42,7 +42,20 @@ var (
 	// ErrWrongCluster is returned when a connection's handshake names
 	// another cluster than this transport's (TCPConfig.ClusterID).
 	ErrWrongCluster = errors.New("transport: connection from another cluster")
+	// ErrNotAdmitted is returned when TCPConfig.Admit refuses a
+	// connection's sender.
+	ErrNotAdmitted = errors.New("transport: peer not admitted")
 )
+
+// Admitter is an optional interface of a Handler. The TCP transport asks
+// it about every inbound connection whose hello passed its own checks,
+// with the sender's raft id and incarnation (TCPConfig.Incarnation; 0 if
+// it sent none); an error refuses the connection (ErrNotAdmitted, and
+// TCP.Refused reports it). Called from the transport's goroutines; must
+// not block for long.
+type Admitter interface {
+	Admit(from, incarnation uint64) error
+}
 
 // Handler receives what peers send. It is implemented by the raft peer.
 //

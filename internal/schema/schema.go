@@ -82,6 +82,7 @@ var (
 	ConfState    = []byte("a/cs")
 	PeerPrefix   = []byte("a/peer/")
 	DedupPrefix  = []byte("a/dd/")
+	MemberPrefix = []byte("a/mem/")
 	Restoring    = []byte("a/restoring")
 	AppliedGroup = []byte("a/") // every applied-side key
 
@@ -102,6 +103,17 @@ func EntryIndex(key []byte) uint64 {
 // PeerKey returns the key holding peer id's address.
 func PeerKey(id uint64) []byte {
 	return binary.BigEndian.AppendUint64(append([]byte(nil), PeerPrefix...), id)
+}
+
+// MemberKey returns the key holding member id's record (raftnode's
+// incarnation guard).
+func MemberKey(id uint64) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte(nil), MemberPrefix...), id)
+}
+
+// MemberKeyID parses a key made by MemberKey.
+func MemberKeyID(key []byte) uint64 {
+	return binary.BigEndian.Uint64(key[len(MemberPrefix):])
 }
 
 // PeerID parses a key made by PeerKey.

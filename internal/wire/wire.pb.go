@@ -24,14 +24,64 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type MemberRecord_Rejoin int32
+
+const (
+	MemberRecord_KEEP  MemberRecord_Rejoin = 0
+	MemberRecord_SET   MemberRecord_Rejoin = 1
+	MemberRecord_CLEAR MemberRecord_Rejoin = 2
+)
+
+// Enum value maps for MemberRecord_Rejoin.
+var (
+	MemberRecord_Rejoin_name = map[int32]string{
+		0: "KEEP",
+		1: "SET",
+		2: "CLEAR",
+	}
+	MemberRecord_Rejoin_value = map[string]int32{
+		"KEEP":  0,
+		"SET":   1,
+		"CLEAR": 2,
+	}
+)
+
+func (x MemberRecord_Rejoin) Enum() *MemberRecord_Rejoin {
+	p := new(MemberRecord_Rejoin)
+	*p = x
+	return p
+}
+
+func (x MemberRecord_Rejoin) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MemberRecord_Rejoin) Descriptor() protoreflect.EnumDescriptor {
+	return file_wire_proto_enumTypes[0].Descriptor()
+}
+
+func (MemberRecord_Rejoin) Type() protoreflect.EnumType {
+	return &file_wire_proto_enumTypes[0]
+}
+
+func (x MemberRecord_Rejoin) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MemberRecord_Rejoin.Descriptor instead.
+func (MemberRecord_Rejoin) EnumDescriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{3, 0}
+}
+
 // Hello is the first frame on every transport connection.
 type Hello struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	From          uint64                 `protobuf:"varint,1,opt,name=from,proto3" json:"from,omitempty"`       // sender's raft id
-	To            uint64                 `protobuf:"varint,2,opt,name=to,proto3" json:"to,omitempty"`           // receiver's raft id the sender expects
-	Kind          uint32                 `protobuf:"varint,3,opt,name=kind,proto3" json:"kind,omitempty"`       // 1 = message stream, 2 = snapshot stream
-	Version       uint32                 `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"` // protocol version, currently 1
-	Cluster       uint64                 `protobuf:"varint,5,opt,name=cluster,proto3" json:"cluster,omitempty"` // sender's cluster id; 0 if it has none
+	From          uint64                 `protobuf:"varint,1,opt,name=from,proto3" json:"from,omitempty"`               // sender's raft id
+	To            uint64                 `protobuf:"varint,2,opt,name=to,proto3" json:"to,omitempty"`                   // receiver's raft id the sender expects
+	Kind          uint32                 `protobuf:"varint,3,opt,name=kind,proto3" json:"kind,omitempty"`               // 1 = message stream, 2 = snapshot stream
+	Version       uint32                 `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`         // protocol version, currently 1
+	Cluster       uint64                 `protobuf:"varint,5,opt,name=cluster,proto3" json:"cluster,omitempty"`         // sender's cluster id; 0 if it has none
+	Incarnation   uint64                 `protobuf:"varint,6,opt,name=incarnation,proto3" json:"incarnation,omitempty"` // sender's data incarnation; 0 if it has none
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -101,6 +151,13 @@ func (x *Hello) GetCluster() uint64 {
 	return 0
 }
 
+func (x *Hello) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
 // ProposalID names a proposal uniquely across the cluster's life: origin is
 // random per raftnode start, seq increases per proposal of that origin.
 type ProposalID struct {
@@ -157,10 +214,13 @@ func (x *ProposalID) GetSeq() uint64 {
 
 // Proposal is one caller's command inside a raft entry.
 type Proposal struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Origin        uint64                 `protobuf:"varint,1,opt,name=origin,proto3" json:"origin,omitempty"`
-	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
-	Data          []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Origin uint64                 `protobuf:"varint,1,opt,name=origin,proto3" json:"origin,omitempty"`
+	Seq    uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	Data   []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	// member, if set, is raftnode's own record of a member, not a command
+	// for the state machine (data is then empty).
+	Member        *MemberRecord `protobuf:"bytes,4,opt,name=member,proto3" json:"member,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -216,6 +276,77 @@ func (x *Proposal) GetData() []byte {
 	return nil
 }
 
+func (x *Proposal) GetMember() *MemberRecord {
+	if x != nil {
+		return x.Member
+	}
+	return nil
+}
+
+// MemberRecord updates the replicated record of member id: the incarnation
+// of its data (a random id its data dir got when it was created; 0 keeps
+// the recorded one) and whether it is to rejoin as a voter once caught up
+// (after it was demoted for coming back with new data).
+type MemberRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Incarnation   uint64                 `protobuf:"varint,2,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	Rejoin        MemberRecord_Rejoin    `protobuf:"varint,3,opt,name=rejoin,proto3,enum=concord.wire.MemberRecord_Rejoin" json:"rejoin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberRecord) Reset() {
+	*x = MemberRecord{}
+	mi := &file_wire_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberRecord) ProtoMessage() {}
+
+func (x *MemberRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberRecord.ProtoReflect.Descriptor instead.
+func (*MemberRecord) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *MemberRecord) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *MemberRecord) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *MemberRecord) GetRejoin() MemberRecord_Rejoin {
+	if x != nil {
+		return x.Rejoin
+	}
+	return MemberRecord_KEEP
+}
+
 // ProposalBatch is the payload of every normal raft entry concord writes.
 type ProposalBatch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -226,7 +357,7 @@ type ProposalBatch struct {
 
 func (x *ProposalBatch) Reset() {
 	*x = ProposalBatch{}
-	mi := &file_wire_proto_msgTypes[3]
+	mi := &file_wire_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -238,7 +369,7 @@ func (x *ProposalBatch) String() string {
 func (*ProposalBatch) ProtoMessage() {}
 
 func (x *ProposalBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[3]
+	mi := &file_wire_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -251,7 +382,7 @@ func (x *ProposalBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProposalBatch.ProtoReflect.Descriptor instead.
 func (*ProposalBatch) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{3}
+	return file_wire_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ProposalBatch) GetProposals() []*Proposal {
@@ -273,7 +404,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_wire_proto_msgTypes[4]
+	mi := &file_wire_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -285,7 +416,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[4]
+	mi := &file_wire_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -298,7 +429,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{4}
+	return file_wire_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SnapshotHeader) GetVersion() uint32 {
@@ -326,7 +457,7 @@ type KV struct {
 
 func (x *KV) Reset() {
 	*x = KV{}
-	mi := &file_wire_proto_msgTypes[5]
+	mi := &file_wire_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -338,7 +469,7 @@ func (x *KV) String() string {
 func (*KV) ProtoMessage() {}
 
 func (x *KV) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[5]
+	mi := &file_wire_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -351,7 +482,7 @@ func (x *KV) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KV.ProtoReflect.Descriptor instead.
 func (*KV) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{5}
+	return file_wire_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *KV) GetKey() []byte {
@@ -379,7 +510,7 @@ type SnapshotAck struct {
 
 func (x *SnapshotAck) Reset() {
 	*x = SnapshotAck{}
-	mi := &file_wire_proto_msgTypes[6]
+	mi := &file_wire_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -391,7 +522,7 @@ func (x *SnapshotAck) String() string {
 func (*SnapshotAck) ProtoMessage() {}
 
 func (x *SnapshotAck) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[6]
+	mi := &file_wire_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -404,7 +535,7 @@ func (x *SnapshotAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotAck.ProtoReflect.Descriptor instead.
 func (*SnapshotAck) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{6}
+	return file_wire_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SnapshotAck) GetOk() bool {
@@ -433,7 +564,7 @@ type RestoreMarker struct {
 
 func (x *RestoreMarker) Reset() {
 	*x = RestoreMarker{}
-	mi := &file_wire_proto_msgTypes[7]
+	mi := &file_wire_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -445,7 +576,7 @@ func (x *RestoreMarker) String() string {
 func (*RestoreMarker) ProtoMessage() {}
 
 func (x *RestoreMarker) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[7]
+	mi := &file_wire_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -458,7 +589,7 @@ func (x *RestoreMarker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreMarker.ProtoReflect.Descriptor instead.
 func (*RestoreMarker) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{7}
+	return file_wire_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RestoreMarker) GetPath() string {
@@ -494,7 +625,7 @@ type PeerCall struct {
 
 func (x *PeerCall) Reset() {
 	*x = PeerCall{}
-	mi := &file_wire_proto_msgTypes[8]
+	mi := &file_wire_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -506,7 +637,7 @@ func (x *PeerCall) String() string {
 func (*PeerCall) ProtoMessage() {}
 
 func (x *PeerCall) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[8]
+	mi := &file_wire_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -519,7 +650,7 @@ func (x *PeerCall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerCall.ProtoReflect.Descriptor instead.
 func (*PeerCall) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{8}
+	return file_wire_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PeerCall) GetKind() uint32 {
@@ -570,7 +701,7 @@ type LeaseCall struct {
 
 func (x *LeaseCall) Reset() {
 	*x = LeaseCall{}
-	mi := &file_wire_proto_msgTypes[9]
+	mi := &file_wire_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -582,7 +713,7 @@ func (x *LeaseCall) String() string {
 func (*LeaseCall) ProtoMessage() {}
 
 func (x *LeaseCall) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[9]
+	mi := &file_wire_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -595,7 +726,7 @@ func (x *LeaseCall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseCall.ProtoReflect.Descriptor instead.
 func (*LeaseCall) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{9}
+	return file_wire_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *LeaseCall) GetKeepAlive() []int64 {
@@ -633,7 +764,7 @@ type LeaseAnswer struct {
 
 func (x *LeaseAnswer) Reset() {
 	*x = LeaseAnswer{}
-	mi := &file_wire_proto_msgTypes[10]
+	mi := &file_wire_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -645,7 +776,7 @@ func (x *LeaseAnswer) String() string {
 func (*LeaseAnswer) ProtoMessage() {}
 
 func (x *LeaseAnswer) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[10]
+	mi := &file_wire_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -658,7 +789,7 @@ func (x *LeaseAnswer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseAnswer.ProtoReflect.Descriptor instead.
 func (*LeaseAnswer) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{10}
+	return file_wire_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LeaseAnswer) GetNotReady() bool {
@@ -687,7 +818,7 @@ type LeaseTTL struct {
 
 func (x *LeaseTTL) Reset() {
 	*x = LeaseTTL{}
-	mi := &file_wire_proto_msgTypes[11]
+	mi := &file_wire_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +830,7 @@ func (x *LeaseTTL) String() string {
 func (*LeaseTTL) ProtoMessage() {}
 
 func (x *LeaseTTL) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[11]
+	mi := &file_wire_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +843,7 @@ func (x *LeaseTTL) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseTTL.ProtoReflect.Descriptor instead.
 func (*LeaseTTL) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{11}
+	return file_wire_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LeaseTTL) GetId() int64 {
@@ -755,7 +886,7 @@ type LeaseSync struct {
 
 func (x *LeaseSync) Reset() {
 	*x = LeaseSync{}
-	mi := &file_wire_proto_msgTypes[12]
+	mi := &file_wire_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +898,7 @@ func (x *LeaseSync) String() string {
 func (*LeaseSync) ProtoMessage() {}
 
 func (x *LeaseSync) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[12]
+	mi := &file_wire_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +911,7 @@ func (x *LeaseSync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseSync.ProtoReflect.Descriptor instead.
 func (*LeaseSync) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{12}
+	return file_wire_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *LeaseSync) GetQuery() bool {
@@ -823,21 +954,31 @@ var File_wire_proto protoreflect.FileDescriptor
 const file_wire_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"wire.proto\x12\fconcord.wire\"s\n" +
+	"wire.proto\x12\fconcord.wire\"\x95\x01\n" +
 	"\x05Hello\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\x04R\x04from\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\x04R\x02to\x12\x12\n" +
 	"\x04kind\x18\x03 \x01(\rR\x04kind\x12\x18\n" +
 	"\aversion\x18\x04 \x01(\rR\aversion\x12\x18\n" +
-	"\acluster\x18\x05 \x01(\x04R\acluster\"6\n" +
+	"\acluster\x18\x05 \x01(\x04R\acluster\x12 \n" +
+	"\vincarnation\x18\x06 \x01(\x04R\vincarnation\"6\n" +
 	"\n" +
 	"ProposalID\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\x04R\x06origin\x12\x10\n" +
-	"\x03seq\x18\x02 \x01(\x04R\x03seq\"H\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"|\n" +
 	"\bProposal\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\x04R\x06origin\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x12\n" +
-	"\x04data\x18\x03 \x01(\fR\x04data\"E\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x122\n" +
+	"\x06member\x18\x04 \x01(\v2\x1a.concord.wire.MemberRecordR\x06member\"\xa3\x01\n" +
+	"\fMemberRecord\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12 \n" +
+	"\vincarnation\x18\x02 \x01(\x04R\vincarnation\x129\n" +
+	"\x06rejoin\x18\x03 \x01(\x0e2!.concord.wire.MemberRecord.RejoinR\x06rejoin\"&\n" +
+	"\x06Rejoin\x12\b\n" +
+	"\x04KEEP\x10\x00\x12\a\n" +
+	"\x03SET\x10\x01\x12\t\n" +
+	"\x05CLEAR\x10\x02\"E\n" +
 	"\rProposalBatch\x124\n" +
 	"\tproposals\x18\x01 \x03(\v2\x16.concord.wire.ProposalR\tproposals\"O\n" +
 	"\x0eSnapshotHeader\x12\x18\n" +
@@ -891,30 +1032,35 @@ func file_wire_proto_rawDescGZIP() []byte {
 	return file_wire_proto_rawDescData
 }
 
-var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_wire_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_wire_proto_goTypes = []any{
-	(*Hello)(nil),          // 0: concord.wire.Hello
-	(*ProposalID)(nil),     // 1: concord.wire.ProposalID
-	(*Proposal)(nil),       // 2: concord.wire.Proposal
-	(*ProposalBatch)(nil),  // 3: concord.wire.ProposalBatch
-	(*SnapshotHeader)(nil), // 4: concord.wire.SnapshotHeader
-	(*KV)(nil),             // 5: concord.wire.KV
-	(*SnapshotAck)(nil),    // 6: concord.wire.SnapshotAck
-	(*RestoreMarker)(nil),  // 7: concord.wire.RestoreMarker
-	(*PeerCall)(nil),       // 8: concord.wire.PeerCall
-	(*LeaseCall)(nil),      // 9: concord.wire.LeaseCall
-	(*LeaseAnswer)(nil),    // 10: concord.wire.LeaseAnswer
-	(*LeaseTTL)(nil),       // 11: concord.wire.LeaseTTL
-	(*LeaseSync)(nil),      // 12: concord.wire.LeaseSync
+	(MemberRecord_Rejoin)(0), // 0: concord.wire.MemberRecord.Rejoin
+	(*Hello)(nil),            // 1: concord.wire.Hello
+	(*ProposalID)(nil),       // 2: concord.wire.ProposalID
+	(*Proposal)(nil),         // 3: concord.wire.Proposal
+	(*MemberRecord)(nil),     // 4: concord.wire.MemberRecord
+	(*ProposalBatch)(nil),    // 5: concord.wire.ProposalBatch
+	(*SnapshotHeader)(nil),   // 6: concord.wire.SnapshotHeader
+	(*KV)(nil),               // 7: concord.wire.KV
+	(*SnapshotAck)(nil),      // 8: concord.wire.SnapshotAck
+	(*RestoreMarker)(nil),    // 9: concord.wire.RestoreMarker
+	(*PeerCall)(nil),         // 10: concord.wire.PeerCall
+	(*LeaseCall)(nil),        // 11: concord.wire.LeaseCall
+	(*LeaseAnswer)(nil),      // 12: concord.wire.LeaseAnswer
+	(*LeaseTTL)(nil),         // 13: concord.wire.LeaseTTL
+	(*LeaseSync)(nil),        // 14: concord.wire.LeaseSync
 }
 var file_wire_proto_depIdxs = []int32{
-	2,  // 0: concord.wire.ProposalBatch.proposals:type_name -> concord.wire.Proposal
-	11, // 1: concord.wire.LeaseAnswer.leases:type_name -> concord.wire.LeaseTTL
-	2,  // [2:2] is the sub-list for method output_type
-	2,  // [2:2] is the sub-list for method input_type
-	2,  // [2:2] is the sub-list for extension type_name
-	2,  // [2:2] is the sub-list for extension extendee
-	0,  // [0:2] is the sub-list for field type_name
+	4,  // 0: concord.wire.Proposal.member:type_name -> concord.wire.MemberRecord
+	0,  // 1: concord.wire.MemberRecord.rejoin:type_name -> concord.wire.MemberRecord.Rejoin
+	3,  // 2: concord.wire.ProposalBatch.proposals:type_name -> concord.wire.Proposal
+	13, // 3: concord.wire.LeaseAnswer.leases:type_name -> concord.wire.LeaseTTL
+	4,  // [4:4] is the sub-list for method output_type
+	4,  // [4:4] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_wire_proto_init() }
@@ -927,13 +1073,14 @@ func file_wire_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wire_proto_rawDesc), len(file_wire_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   13,
+			NumEnums:      1,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_wire_proto_goTypes,
 		DependencyIndexes: file_wire_proto_depIdxs,
+		EnumInfos:         file_wire_proto_enumTypes,
 		MessageInfos:      file_wire_proto_msgTypes,
 	}.Build()
 	File_wire_proto = out.File

@@ -1,0 +1,272 @@
+package raftnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"go.etcd.io/raft/v3"
+
+	"github.com/concordkv/concord/internal/schema"
+	"github.com/concordkv/concord/internal/wire"
+)
+
+// The incarnation guard keeps a member that lost its data from counting
+// as a voter. A member whose data dir was wiped (or kept in memory) comes
+// back under its old raft id with an empty log and no vote: as a voter it
+// could grant a second vote in a term it already voted in, or help elect
+// a peer that lacks entries it had acknowledged, and a committed write
+// would be lost. raft cannot tell; etcd refuses such a member at start
+// ("member has already been bootstrapped") and leaves the rest to an
+// operator.
+//
+// Each data dir has an incarnation (Config.Incarnation), sent in every
+// transport hello. A member records its incarnation in the replicated
+// state once it has a leader (schema.MemberKey). A peer refuses the
+// connections of a voter whose hello names another incarnation than the
+// recorded one, so its votes and acknowledgements never arrive; the
+// leader then marks it to rejoin, removes it and adds it back as a
+// learner (with a fresh raft progress). As a learner it is admitted,
+// catches up, and records its new incarnation; the leader then promotes
+// it back to a voter. No operator step is needed.
+
+// ErrNewIncarnation is returned by Admit for a voter that came back with
+// other data than the cluster knows it by.
+var ErrNewIncarnation = errors.New("raftnode: voter came back with new data; it rejoins as a learner first")
+
+// memberState is a member's replicated record.
+type memberState struct {
+	inc    uint64 // incarnation of its data; 0 = none recorded
+	rejoin bool   // demoted for new data: promote once it caught up
+}
+
+func encodeMember(m memberState) []byte {
+	b := schema.U64(m.inc)
+	if m.rejoin {
+		return append(b, 1)
+	}
+	return append(b, 0)
+}
+
+func decodeMember(b []byte) (memberState, error) {
+	if len(b) != 9 {
+		return memberState{}, fmt.Errorf("raftnode: corrupt member record %x", b)
+	}
+	inc, _ := schema.ParseU64(b[:8])
+	return memberState{inc: inc, rejoin: b[8] == 1}, nil
+}
+
+// loadMembers reads the member records into n.members.
+func (n *Node) loadMembers() error {
+	m := map[uint64]memberState{}
+	err := n.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: schema.MemberPrefix})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			s, err := decodeMember(v)
+			if err != nil {
+				return err
+			}
+			m[schema.MemberKeyID(it.Item().Key())] = s
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	n.members.Store(&m)
+	return nil
+}
+
+// applyMember stages the record update r into c; the loop publishes the
+// new records (l.members) once c is committed.
+func (l *loop) applyMember(c *chain, r *wire.MemberRecord) error {
+	if l.members == nil {
+		l.members = maps.Clone(*l.n.members.Load())
+	}
+	s := l.members[r.GetId()]
+	if r.GetIncarnation() != 0 {
+		s.inc = r.GetIncarnation()
+	}
+	switch r.GetRejoin() {
+	case wire.MemberRecord_SET:
+		s.rejoin = true
+	case wire.MemberRecord_CLEAR:
+		s.rejoin = false
+	}
+	l.members[r.GetId()] = s
+	return c.set(schema.MemberKey(r.GetId()), encodeMember(s))
+}
+
+// publishMembers makes the records staged by applyMember visible.
+func (l *loop) publishMembers() {
+	if l.members != nil {
+		m := l.members
+		l.n.members.Store(&m)
+		l.members = nil
+	}
+}
+
+// Admit decides on an inbound connection from peer from whose hello names
+// incarnation inc (transport.TCPConfig.Admit): it refuses a voter whose
+// recorded incarnation differs, and wakes the guard so that the leader
+// demotes it. A learner, a member with no record and a hello without an
+// incarnation are admitted.
+func (n *Node) Admit(from, inc uint64) error {
+	if inc == 0 {
+		return nil
+	}
+	n.helloMu.Lock()
+	n.hellos[from] = inc
+	n.helloMu.Unlock()
+	rec := (*n.members.Load())[from]
+	if rec.inc == 0 || rec.inc == inc || slices.Contains(n.Status().Learners, from) {
+		return nil
+	}
+	select {
+	case n.guardKick <- struct{}{}:
+	default:
+	}
+	return fmt.Errorf("%w: member %x presents incarnation %x, recorded %x", ErrNewIncarnation, from, inc, rec.inc)
+}
+
+// guard runs the incarnation guard until the loop ends: every election
+// timeout, and when Admit refused a voter.
+func (n *Node) guard() {
+	every := n.cfg.TickInterval * time.Duration(n.cfg.ElectionTicks)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-n.doneC
+		cancel()
+	}()
+	for {
+		select {
+		case <-n.doneC:
+			return
+		case <-t.C:
+		case <-n.guardKick:
+		}
+		actx, acancel := context.WithTimeout(ctx, 4*every)
+		if err := n.guardOnce(actx); err != nil {
+			n.log.Debug("incarnation guard", "err", err)
+		}
+		acancel()
+	}
+}
+
+// guardOnce takes at most one step: this peer records its incarnation;
+// the leader demotes one voter that came back with new data, or promotes
+// one such learner whose new incarnation is recorded, or clears the mark
+// of one promoted.
+func (n *Node) guardOnce(ctx context.Context) error {
+	st := n.Status()
+	if st.Leader == raft.None {
+		return nil
+	}
+	recs := *n.members.Load()
+	if inc := n.cfg.Incarnation; inc != 0 && recs[n.cfg.ID].inc != inc {
+		return n.recordMember(ctx, &wire.MemberRecord{Id: n.cfg.ID, Incarnation: inc})
+	}
+	if st.State != raft.StateLeader || st.Joint {
+		return nil
+	}
+	n.helloMu.Lock()
+	hellos := maps.Clone(n.hellos)
+	n.helloMu.Unlock()
+	for _, id := range st.Voters {
+		rec, h := recs[id], hellos[id]
+		switch {
+		case id == n.cfg.ID:
+			if rec.rejoin {
+				return n.recordMember(ctx, &wire.MemberRecord{Id: id, Rejoin: wire.MemberRecord_CLEAR})
+			}
+		case rec.inc != 0 && h != 0 && h != rec.inc:
+			if !rec.rejoin {
+				if err := n.recordMember(ctx, &wire.MemberRecord{Id: id, Rejoin: wire.MemberRecord_SET}); err != nil {
+					return err
+				}
+			}
+			// Removed and added back, not merely demoted: raft keeps a
+			// demoted member's progress, and would send it a commit index
+			// past the end of its new, empty log.
+			addr := n.rejoinAddr(id)
+			n.log.Info("removing a voter that came back with new data, to add it back as a learner", "member", id, "incarnation", h, "recorded", rec.inc)
+			if err := n.RemovePeer(ctx, id); err != nil {
+				return err
+			}
+			return n.AddLearner(ctx, id, addr)
+		case rec.rejoin:
+			return n.recordMember(ctx, &wire.MemberRecord{Id: id, Rejoin: wire.MemberRecord_CLEAR})
+		}
+	}
+	for _, id := range st.Learners {
+		rec := recs[id]
+		if !rec.rejoin || rec.inc == 0 || hellos[id] != rec.inc {
+			continue // not ours to promote, or its new incarnation is not recorded yet
+		}
+		if err := n.PromoteLearner(ctx, id); err != nil {
+			return err // ErrLearnerNotReady until it caught up
+		}
+		n.log.Info("promoted a member that came back with new data", "member", id, "incarnation", rec.inc)
+		return n.recordMember(ctx, &wire.MemberRecord{Id: id, Rejoin: wire.MemberRecord_CLEAR})
+	}
+	// A leader that failed between the removal and the addition.
+	for id, rec := range recs {
+		if rec.rejoin && !slices.Contains(st.Voters, id) && !slices.Contains(st.Learners, id) {
+			if addr := n.rejoinAddr(id); addr != "" {
+				return n.AddLearner(ctx, id, addr)
+			}
+		}
+	}
+	return nil
+}
+
+// rejoinAddr returns the address of member id: the replicated one, else
+// the initial one.
+func (n *Node) rejoinAddr(id uint64) string {
+	if addr, ok := n.Peers()[id]; ok {
+		return addr
+	}
+	for _, p := range n.cfg.Peers {
+		if p.ID == id {
+			return p.Addr
+		}
+	}
+	return ""
+}
+
+// rejoining tells whether this peer is marked to rejoin, as staged by
+// the apply in progress: its own removal is then the first half of being
+// added back (see guardOnce), not the end of its membership.
+func (l *loop) rejoining() bool {
+	m := l.members
+	if m == nil {
+		m = *l.n.members.Load()
+	}
+	return m[l.n.cfg.ID].rejoin
+}
+
+// Incarnation returns member id's recorded incarnation (0 if none) and
+// whether it is to rejoin as a voter, as applied here.
+func (n *Node) Incarnation(id uint64) (inc uint64, rejoin bool) {
+	s := (*n.members.Load())[id]
+	return s.inc, s.rejoin
+}
+
+// recordMember replicates r and waits until it is applied here.
+func (n *Node) recordMember(ctx context.Context, r *wire.MemberRecord) error {
+	p := &proposal{seq: n.seq.Add(1), member: r, resC: make(chan result, 1)}
+	_, err := n.propose(ctx, p)
+	return err
+}
