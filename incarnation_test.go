@@ -1,6 +1,7 @@
 package concord_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"testing"
@@ -148,5 +149,140 @@ func TestWipedMemberCannotUndoCommit(t *testing.T) {
 	eventually(t, 30*time.Second, "n3 a voter again", func() bool {
 		m, ok := memberNamed(t, c.nodes[0], "n3")
 		return ok && !m.IsLearner && !m.Rejoining
+	})
+}
+
+// settled waits until every open member sees every member as a voter, none
+// marked to rejoin, each with the incarnation it reports, and checks that
+// no open node stopped.
+func (c *cluster) settled(d time.Duration) {
+	c.t.Helper()
+	eventually(c.t, d, "every member a voter with its incarnation recorded", func() bool {
+		for _, n := range c.nodes {
+			if n == nil {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(testCtx(c.t), 2*time.Second)
+			ms, err := n.Members(ctx)
+			cancel()
+			if err != nil || len(ms) != len(c.names) {
+				return false
+			}
+			for _, m := range ms {
+				for i, name := range c.names {
+					if name == m.Name && c.nodes[i] != nil && (m.IsLearner || m.Rejoining || m.Incarnation != c.nodes[i].Status().Incarnation) {
+						return false
+					}
+				}
+			}
+		}
+		return true
+	})
+	for i, n := range c.nodes {
+		if n != nil && n.Err() != nil {
+			c.t.Fatalf("%s stopped: %v", c.names[i], n.Err())
+		}
+	}
+}
+
+// writeAll puts count keys under prefix through the members in turn.
+func (c *cluster) writeAll(prefix string, count int) {
+	c.t.Helper()
+	var open []*concord.Node
+	for _, n := range c.nodes {
+		if n != nil {
+			open = append(open, n)
+		}
+	}
+	for i := range count {
+		put(c.t, open[i%len(open)], fmt.Sprintf("%s%04d", prefix, i), "v")
+	}
+}
+
+// readAll checks that every open member holds the count keys of prefix.
+func (c *cluster) readAll(prefix string, count int) {
+	c.t.Helper()
+	for j, n := range c.nodes {
+		if n == nil {
+			continue
+		}
+		for i := range count {
+			if got := value(c.t, n, fmt.Sprintf("%s%04d", prefix, i)); got != "v" {
+				c.t.Fatalf("%s: %s%04d = %q", c.names[j], prefix, i, got)
+			}
+		}
+	}
+}
+
+func (c *cluster) wipe(i int) {
+	c.t.Helper()
+	c.close(i)
+	if err := os.RemoveAll(c.dirs[i]); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// TestWipedMemberAddedBackUnderLoad covers what a helper's review found
+// halting the wiped member ("tocommit out of range": the leader still
+// counted entries it lost): writes right after the wiped member is back,
+// two members of five wiped at once, a learner wiped again once caught
+// up, and a member wiped before its incarnation was recorded anywhere.
+func TestWipedMemberAddedBackUnderLoad(t *testing.T) {
+	t.Run("write-at-once", func(t *testing.T) {
+		c := newCluster(t, 3)
+		for i := range 3 {
+			c.recorded(i)
+		}
+		c.writeAll("a", 100)
+		f := (c.leader() + 1) % 3
+		c.wipe(f)
+		c.open(f)
+		c.writeAll("b", 20)
+		c.settled(30 * time.Second)
+		c.readAll("a", 100)
+		c.readAll("b", 20)
+	})
+	t.Run("two-of-five", func(t *testing.T) {
+		c := newCluster(t, 5)
+		for i := range 5 {
+			c.recorded(i)
+		}
+		c.writeAll("a", 100)
+		c.wipe(3)
+		c.wipe(4)
+		c.open(3)
+		c.open(4)
+		c.writeAll("b", 20)
+		c.settled(60 * time.Second)
+		c.readAll("a", 100)
+		c.readAll("b", 20)
+	})
+	t.Run("learner-wiped-again", func(t *testing.T) {
+		c := newCluster(t, 3)
+		for i := range 3 {
+			c.recorded(i)
+		}
+		c.writeAll("a", 200)
+		c.wipe(2)
+		c.open(2)
+		lead := c.nodes[c.leader()]
+		eventually(t, 30*time.Second, "n3 a caught-up learner", func() bool {
+			m, ok := memberNamed(t, lead, "n3")
+			return ok && m.IsLearner && m.Lag == 0
+		})
+		c.wipe(2)
+		c.open(2)
+		c.writeAll("b", 50)
+		c.settled(30 * time.Second)
+		c.readAll("a", 200)
+		c.readAll("b", 50)
+	})
+	t.Run("before-recorded", func(t *testing.T) {
+		c := newCluster(t, 3)
+		c.wipe(2)
+		c.open(2)
+		c.writeAll("a", 20)
+		c.settled(30 * time.Second)
+		c.readAll("a", 20)
 	})
 }

@@ -27,16 +27,24 @@ import (
 // Each data dir has an incarnation (Config.Incarnation), sent in every
 // transport hello. A member records its incarnation in the replicated
 // state once it has a leader (schema.MemberKey). A peer refuses the
-// connections of a voter whose hello names another incarnation than the
-// recorded one, so its votes and acknowledgements never arrive; the
-// leader then marks it to rejoin, removes it and adds it back as a
-// learner (with a fresh raft progress). As a learner it is admitted,
-// catches up, and records its new incarnation; the leader then promotes
-// it back to a voter. No operator step is needed.
+// connections of a member whose hello names another incarnation than the
+// one it knows the member by (see accepted), so that its votes and
+// acknowledgements never arrive. The leader then removes it and adds it
+// back as a learner, with a fresh raft progress (a voter is marked to
+// rejoin first). As a learner with its new incarnation accepted, it
+// catches up and records that incarnation; the leader then promotes it
+// back to a voter. No operator step is needed. A peer that sends a
+// heartbeat's commit index past this peer's log (the leader still counts
+// entries this peer lost) has that commit index ignored (loop.step), so
+// the lost peer waits to be added back instead of halting.
+//
+// The guard needs someone to know the old incarnation: a member whose data
+// is lost before its record is committed, or that comes back while only
+// peers that never applied its record can reach it, is not recognised.
 
-// ErrNewIncarnation is returned by Admit for a voter that came back with
+// ErrNewIncarnation is returned by Admit for a member that came back with
 // other data than the cluster knows it by.
-var ErrNewIncarnation = errors.New("raftnode: voter came back with new data; it rejoins as a learner first")
+var ErrNewIncarnation = errors.New("raftnode: member came back with new data; it is added back as a learner first")
 
 // memberState is a member's replicated record.
 type memberState struct {
@@ -108,38 +116,67 @@ func (l *loop) applyMember(c *chain, r *wire.MemberRecord) error {
 
 // publishMembers makes the records staged by applyMember visible.
 func (l *loop) publishMembers() {
-	if l.members != nil {
-		m := l.members
-		l.n.members.Store(&m)
-		l.members = nil
+	if l.members == nil {
+		return
 	}
+	old := *l.n.members.Load()
+	m := l.members
+	l.n.members.Store(&m)
+	l.members = nil
+	n := l.n
+	n.helloMu.Lock()
+	for id, s := range m {
+		if s.inc != old[id].inc {
+			delete(n.basis, id) // the record rules from now on
+			if n.pending[id] == s.inc {
+				delete(n.pending, id)
+			}
+		}
+	}
+	n.helloMu.Unlock()
+}
+
+// accepted returns the incarnation this peer accepts for member id: the
+// one the leader added it back with, or the first one seen of a member
+// with no record, else the recorded one; 0 if none is known. Call it
+// with helloMu held.
+func (n *Node) accepted(id uint64) uint64 {
+	if inc, ok := n.basis[id]; ok {
+		return inc
+	}
+	return (*n.members.Load())[id].inc
 }
 
 // Admit decides on an inbound connection from peer from whose hello names
-// incarnation inc (transport.TCPConfig.Admit): it refuses a voter whose
-// recorded incarnation differs, and wakes the guard so that the leader
-// demotes it. A learner, a member with no record and a hello without an
-// incarnation are admitted.
+// incarnation inc (transport.Admitter). It refuses a member that presents
+// another incarnation than the accepted one (see accepted), voter or
+// learner, and wakes the guard so that the leader adds it back with a
+// fresh raft progress. A hello without an incarnation is admitted.
 func (n *Node) Admit(from, inc uint64) error {
 	if inc == 0 {
 		return nil
 	}
 	n.helloMu.Lock()
-	n.hellos[from] = inc
-	n.helloMu.Unlock()
-	rec := (*n.members.Load())[from]
-	if rec.inc == 0 || rec.inc == inc || slices.Contains(n.Status().Learners, from) {
+	defer n.helloMu.Unlock()
+	switch acc := n.accepted(from); acc {
+	case inc:
+		delete(n.pending, from)
 		return nil
-	}
-	select {
-	case n.guardKick <- struct{}{}:
+	case 0:
+		n.basis[from] = inc
+		return nil
 	default:
+		n.pending[from] = inc
+		select {
+		case n.guardKick <- struct{}{}:
+		default:
+		}
+		return fmt.Errorf("%w: member %x presents incarnation %x, known by %x", ErrNewIncarnation, from, inc, acc)
 	}
-	return fmt.Errorf("%w: member %x presents incarnation %x, recorded %x", ErrNewIncarnation, from, inc, rec.inc)
 }
 
 // guard runs the incarnation guard until the loop ends: every election
-// timeout, and when Admit refused a voter.
+// timeout, and when Admit refused a member.
 func (n *Node) guard() {
 	every := n.cfg.TickInterval * time.Duration(n.cfg.ElectionTicks)
 	t := time.NewTicker(every)
@@ -166,7 +203,7 @@ func (n *Node) guard() {
 }
 
 // guardOnce takes at most one step: this peer records its incarnation;
-// the leader demotes one voter that came back with new data, or promotes
+// the leader adds back one member that came with new data, or promotes
 // one such learner whose new incarnation is recorded, or clears the mark
 // of one promoted.
 func (n *Node) guardOnce(ctx context.Context) error {
@@ -182,37 +219,27 @@ func (n *Node) guardOnce(ctx context.Context) error {
 		return nil
 	}
 	n.helloMu.Lock()
-	hellos := maps.Clone(n.hellos)
-	n.helloMu.Unlock()
-	for _, id := range st.Voters {
-		rec, h := recs[id], hellos[id]
-		switch {
-		case id == n.cfg.ID:
-			if rec.rejoin {
-				return n.recordMember(ctx, &wire.MemberRecord{Id: id, Rejoin: wire.MemberRecord_CLEAR})
-			}
-		case rec.inc != 0 && h != 0 && h != rec.inc:
-			if !rec.rejoin {
-				if err := n.recordMember(ctx, &wire.MemberRecord{Id: id, Rejoin: wire.MemberRecord_SET}); err != nil {
-					return err
-				}
-			}
-			// Removed and added back, not merely demoted: raft keeps a
-			// demoted member's progress, and would send it a commit index
-			// past the end of its new, empty log.
-			addr := n.rejoinAddr(id)
-			n.log.Info("removing a voter that came back with new data, to add it back as a learner", "member", id, "incarnation", h, "recorded", rec.inc)
-			if err := n.RemovePeer(ctx, id); err != nil {
-				return err
-			}
-			return n.AddLearner(ctx, id, addr)
-		case rec.rejoin:
-			return n.recordMember(ctx, &wire.MemberRecord{Id: id, Rejoin: wire.MemberRecord_CLEAR})
+	pending := maps.Clone(n.pending)
+	for id, inc := range pending {
+		if n.accepted(id) == inc {
+			delete(n.pending, id) // stale: accepted since
+			delete(pending, id)
 		}
+	}
+	n.helloMu.Unlock()
+	member := func(id uint64) bool { return slices.Contains(st.Voters, id) || slices.Contains(st.Learners, id) }
+	for id, inc := range pending {
+		if !member(id) {
+			continue
+		}
+		return n.addBack(ctx, id, inc, slices.Contains(st.Voters, id) || recs[id].rejoin)
 	}
 	for _, id := range st.Learners {
 		rec := recs[id]
-		if !rec.rejoin || rec.inc == 0 || hellos[id] != rec.inc {
+		n.helloMu.Lock()
+		ours := rec.rejoin && rec.inc != 0 && n.accepted(id) == rec.inc
+		n.helloMu.Unlock()
+		if !ours {
 			continue // not ours to promote, or its new incarnation is not recorded yet
 		}
 		if err := n.PromoteLearner(ctx, id); err != nil {
@@ -221,14 +248,48 @@ func (n *Node) guardOnce(ctx context.Context) error {
 		n.log.Info("promoted a member that came back with new data", "member", id, "incarnation", rec.inc)
 		return n.recordMember(ctx, &wire.MemberRecord{Id: id, Rejoin: wire.MemberRecord_CLEAR})
 	}
-	// A leader that failed between the removal and the addition.
-	for id, rec := range recs {
-		if rec.rejoin && !slices.Contains(st.Voters, id) && !slices.Contains(st.Learners, id) {
-			if addr := n.rejoinAddr(id); addr != "" {
-				return n.AddLearner(ctx, id, addr)
-			}
+	for _, id := range st.Voters {
+		if _, refused := pending[id]; recs[id].rejoin && !refused {
+			return n.recordMember(ctx, &wire.MemberRecord{Id: id, Rejoin: wire.MemberRecord_CLEAR})
 		}
 	}
+	// An initial member marked to rejoin whose removal committed but not
+	// its addition (a leader lost in between).
+	for _, p := range n.cfg.Peers {
+		if recs[p.ID].rejoin && !member(p.ID) {
+			return n.AddLearner(ctx, p.ID, n.rejoinAddr(p.ID))
+		}
+	}
+	return nil
+}
+
+// addBack removes member id, which came back with data of incarnation
+// inc, and adds it back as a learner, marked to rejoin as a voter if
+// voter says so. Not merely demoted: raft keeps a member's progress
+// through a role change, and would count entries it no longer has.
+func (n *Node) addBack(ctx context.Context, id, inc uint64, voter bool) error {
+	addr := n.rejoinAddr(id)
+	if addr == "" {
+		return fmt.Errorf("raftnode: no address to add member %x back at", id)
+	}
+	if voter && !(*n.members.Load())[id].rejoin {
+		if err := n.recordMember(ctx, &wire.MemberRecord{Id: id, Rejoin: wire.MemberRecord_SET}); err != nil {
+			return err
+		}
+	}
+	n.log.Info("adding back a member that came back with new data", "member", id, "incarnation", inc, "voter", voter)
+	if err := n.RemovePeer(ctx, id); err != nil {
+		return err
+	}
+	if err := n.AddLearner(ctx, id, addr); err != nil {
+		return err
+	}
+	n.helloMu.Lock()
+	n.basis[id] = inc
+	if n.pending[id] == inc {
+		delete(n.pending, id)
+	}
+	n.helloMu.Unlock()
 	return nil
 }
 
@@ -248,7 +309,7 @@ func (n *Node) rejoinAddr(id uint64) string {
 
 // rejoining tells whether this peer is marked to rejoin, as staged by
 // the apply in progress: its own removal is then the first half of being
-// added back (see guardOnce), not the end of its membership.
+// added back (see addBack), not the end of its membership.
 func (l *loop) rejoining() bool {
 	m := l.members
 	if m == nil {

@@ -3,6 +3,7 @@ package raftnode
 import (
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"slices"
 	"time"
 
@@ -154,11 +155,14 @@ func (l *loop) run() {
 		if r == nil {
 			return
 		}
-		p, ok := r.(raftPanic)
-		if !ok {
-			panic(r)
+		// raft panics on state it cannot reconcile (a log that lost
+		// entries, a forged message); the peer halts, not the process
+		// that embeds it.
+		if p, ok := r.(raftPanic); ok {
+			n.fail(fmt.Errorf("%w: %s", ErrHalted, string(p)))
+			return
 		}
-		n.fail(fmt.Errorf("%w: %s", ErrHalted, string(p)))
+		n.fail(fmt.Errorf("%w: panic: %v\n%s", ErrHalted, r, debug.Stack()))
 	}()
 	// Join addresses first: those replicated in the DB, if any, are newer.
 	for _, p := range n.cfg.Join {
@@ -237,6 +241,15 @@ func (l *loop) step(m *pb.Message) {
 	if m.GetType() == callMsgType {
 		l.onPeerCall(m)
 		return
+	}
+	if m.GetType() == pb.MsgHeartbeat {
+		if last, _ := l.st.LastIndex(); m.GetCommit() > last {
+			// The leader counts entries here that this peer no longer
+			// has: its data was lost (see incarnation.go). raft would
+			// halt on the commit index; ignore it until the leader adds
+			// this peer back with a fresh progress.
+			m.Commit = nil
+		}
 	}
 	if err := l.rn.Step(m); err != nil && !errors.Is(err, raft.ErrStepPeerNotFound) && !errors.Is(err, raft.ErrStepLocalMsg) {
 		l.n.log.Debug("raft step", "err", err)

@@ -63,7 +63,8 @@ type Node struct {
 	members   atomic.Pointer[map[uint64]memberState] // replicated member records (incarnation.go)
 	guardKick chan struct{}                          // capacity 1: Admit refused a voter
 	helloMu   sync.Mutex
-	hellos    map[uint64]uint64 // guarded by helloMu; the incarnation each peer last presented to Admit
+	basis     map[uint64]uint64 // guarded by helloMu; accepted incarnations not (yet) recorded (see accepted)
+	pending   map[uint64]uint64 // guarded by helloMu; the new incarnation of each member Admit refused
 }
 
 // Start opens (or creates) the peer's data and starts its raft goroutine
@@ -127,7 +128,8 @@ func start(cfg Config, db *badger.DB) (*Node, error) {
 		log:       cfg.Logger,
 		commit:    (*badger.Txn).Commit,
 		guardKick: make(chan struct{}, 1),
-		hellos:    map[uint64]uint64{},
+		basis:     map[uint64]uint64{},
+		pending:   map[uint64]uint64{},
 	}
 	n.sync = func(vlog bool) error {
 		mem, err := n.w.memFile()
