@@ -242,12 +242,22 @@ func (l *loop) applyConfChange(b *chain, e *pb.Entry, applied uint64) ([]peerCha
 			}
 			out = append(out, peerChange{id: nid, addr: addr})
 		case pb.ConfChangeRemoveNode:
+			if addr == rejoinRemoval {
+				// The first half of adding a member back (addBack): it
+				// keeps its address and runs on.
+				continue
+			}
 			if err := b.delete(schema.PeerKey(nid)); err != nil {
 				return nil, 0, err
 			}
 			out = append(out, peerChange{id: nid, remove: true})
-			if nid == l.n.cfg.ID && !l.rejoining() {
+			if nid == l.n.cfg.ID {
 				l.removed = true
+			}
+			if l.memberRecords()[nid].rejoin { // removed for good: not to be added back
+				if err := l.applyMember(b, &wire.MemberRecord{Id: nid, Rejoin: wire.MemberRecord_CLEAR}); err != nil {
+					return nil, 0, err
+				}
 			}
 		}
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
 
 	"github.com/concordkv/concord/internal/schema"
 	"github.com/concordkv/concord/internal/wire"
@@ -90,7 +91,11 @@ func (n *Node) loadMembers() error {
 	if err != nil {
 		return err
 	}
-	n.members.Store(&m)
+	if n.members.Load() == nil {
+		n.members.Store(&m)
+		return nil
+	}
+	n.setMembers(m)
 	return nil
 }
 
@@ -119,11 +124,15 @@ func (l *loop) publishMembers() {
 	if l.members == nil {
 		return
 	}
-	old := *l.n.members.Load()
-	m := l.members
-	l.n.members.Store(&m)
+	l.n.setMembers(l.members)
 	l.members = nil
-	n := l.n
+}
+
+// setMembers publishes m as the member records. A member whose recorded
+// incarnation changed is known by the record from now on.
+func (n *Node) setMembers(m map[uint64]memberState) {
+	old := *n.members.Load()
+	n.members.Store(&m)
 	n.helloMu.Lock()
 	for id, s := range m {
 		if s.inc != old[id].inc {
@@ -230,6 +239,9 @@ func (n *Node) guardOnce(ctx context.Context) error {
 	member := func(id uint64) bool { return slices.Contains(st.Voters, id) || slices.Contains(st.Learners, id) }
 	for id, inc := range pending {
 		if !member(id) {
+			n.helloMu.Lock()
+			delete(n.pending, id) // gone for good, or added back with this data already
+			n.helloMu.Unlock()
 			continue
 		}
 		return n.addBack(ctx, id, inc, slices.Contains(st.Voters, id) || recs[id].rejoin)
@@ -253,11 +265,13 @@ func (n *Node) guardOnce(ctx context.Context) error {
 			return n.recordMember(ctx, &wire.MemberRecord{Id: id, Rejoin: wire.MemberRecord_CLEAR})
 		}
 	}
-	// An initial member marked to rejoin whose removal committed but not
-	// its addition (a leader lost in between).
-	for _, p := range n.cfg.Peers {
-		if recs[p.ID].rejoin && !member(p.ID) {
-			return n.AddLearner(ctx, p.ID, n.rejoinAddr(p.ID))
+	// A member marked to rejoin whose removal committed but not its
+	// addition (a leader lost in between).
+	for id, rec := range recs {
+		if rec.rejoin && !member(id) {
+			if addr := n.rejoinAddr(id); addr != "" {
+				return n.AddLearner(ctx, id, addr)
+			}
 		}
 	}
 	return nil
@@ -278,7 +292,7 @@ func (n *Node) addBack(ctx context.Context, id, inc uint64, voter bool) error {
 		}
 	}
 	n.log.Info("adding back a member that came back with new data", "member", id, "incarnation", inc, "voter", voter)
-	if err := n.RemovePeer(ctx, id); err != nil {
+	if err := n.confChange(ctx, pb.ConfChangeRemoveNode, id, rejoinRemoval); err != nil {
 		return err
 	}
 	if err := n.AddLearner(ctx, id, addr); err != nil {
@@ -307,15 +321,19 @@ func (n *Node) rejoinAddr(id uint64) string {
 	return ""
 }
 
-// rejoining tells whether this peer is marked to rejoin, as staged by
-// the apply in progress: its own removal is then the first half of being
-// added back (see addBack), not the end of its membership.
-func (l *loop) rejoining() bool {
-	m := l.members
-	if m == nil {
-		m = *l.n.members.Load()
+// rejoinRemoval, as a removal's address, marks the removal addBack makes:
+// the member keeps its replicated address and, if it is this peer, runs
+// on to be added back. Any other removal is for good and clears the
+// member's rejoin mark.
+const rejoinRemoval = "\x00rejoin"
+
+// memberRecords returns the member records as staged by the apply in
+// progress.
+func (l *loop) memberRecords() map[uint64]memberState {
+	if l.members != nil {
+		return l.members
 	}
-	return m[l.n.cfg.ID].rejoin
+	return *l.n.members.Load()
 }
 
 // Incarnation returns member id's recorded incarnation (0 if none) and
