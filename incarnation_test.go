@@ -10,6 +10,17 @@ import (
 	"github.com/concordkv/concord"
 )
 
+// recordedCluster is newClusterWith, waiting until every member's
+// incarnation is recorded everywhere.
+func recordedCluster(t *testing.T, size int, edit func(*concord.Config)) *cluster {
+	t.Helper()
+	c := newClusterWith(t, size, edit)
+	for i := range size {
+		c.recorded(i)
+	}
+	return c
+}
+
 // recorded waits until every open member of c has recorded the
 // incarnation of member i as node i reports it.
 func (c *cluster) recorded(i int) {
@@ -65,10 +76,7 @@ func TestWipedMemberRejoinsAsLearner(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := newClusterWith(t, 3, tc.edit)
-			for i := range 3 {
-				c.recorded(i)
-			}
+			c := recordedCluster(t, 3, tc.edit)
 			for i := range 100 {
 				put(t, c.nodes[i%3], fmt.Sprintf("k%03d", i), "v")
 			}
@@ -110,10 +118,7 @@ func TestWipedMemberRejoinsAsLearner(t *testing.T) {
 // remembers it), and "e" would be lost. n2 refuses n3's new incarnation,
 // so no leader is elected until n1 is back, and "e" survives.
 func TestWipedMemberCannotUndoCommit(t *testing.T) {
-	c := newCluster(t, 3)
-	for i := range 3 {
-		c.recorded(i)
-	}
+	c := recordedCluster(t, 3, nil)
 	c.close(1)
 	put(t, c.nodes[0], "e", "committed")
 	c.close(0)
@@ -229,10 +234,7 @@ func (c *cluster) wipe(i int) {
 // up, and a member wiped before its incarnation was recorded anywhere.
 func TestWipedMemberAddedBackUnderLoad(t *testing.T) {
 	t.Run("write-at-once", func(t *testing.T) {
-		c := newCluster(t, 3)
-		for i := range 3 {
-			c.recorded(i)
-		}
+		c := recordedCluster(t, 3, nil)
 		c.writeAll("a", 100)
 		f := (c.leader() + 1) % 3
 		c.wipe(f)
@@ -243,10 +245,7 @@ func TestWipedMemberAddedBackUnderLoad(t *testing.T) {
 		c.readAll("b", 20)
 	})
 	t.Run("two-of-five", func(t *testing.T) {
-		c := newCluster(t, 5)
-		for i := range 5 {
-			c.recorded(i)
-		}
+		c := recordedCluster(t, 5, nil)
 		c.writeAll("a", 100)
 		c.wipe(3)
 		c.wipe(4)
@@ -258,10 +257,7 @@ func TestWipedMemberAddedBackUnderLoad(t *testing.T) {
 		c.readAll("b", 20)
 	})
 	t.Run("learner-wiped-again", func(t *testing.T) {
-		c := newCluster(t, 3)
-		for i := range 3 {
-			c.recorded(i)
-		}
+		c := recordedCluster(t, 3, nil)
 		c.writeAll("a", 200)
 		c.wipe(2)
 		c.open(2)
