@@ -3,7 +3,6 @@ package raftnode
 import (
 	"fmt"
 
-	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
@@ -43,8 +42,8 @@ type applied struct {
 
 // apply stages committed entries into c: commands to the Applier, conf
 // changes to raft, and the new applied index. Entries at or below prev,
-// the applied index (already in a restored snapshot, replayed after a
-// restart, or applied ahead by a lone voter), are skipped, except that
+// the applied index (already in a restored snapshot, or replayed after a
+// restart), are skipped, except that
 // raft still learns their conf changes. The caller commits c, then calls
 // l.finishApply with the result.
 func (l *loop) apply(c *chain, ents []*pb.Entry, prev uint64) (applied, error) {
@@ -122,45 +121,6 @@ func (l *loop) apply(c *chain, ents []*pb.Entry, prev uint64) (applied, error) {
 	}
 	out.last = last
 	return out, nil
-}
-
-// merge appends b, an apply staged after a, to a.
-func (a *applied) merge(b applied) {
-	if b.last == 0 {
-		return
-	}
-	a.last = b.last
-	a.seqs = append(a.seqs, b.seqs...)
-	a.results = append(a.results, b.results...)
-	a.peers = append(a.peers, b.peers...)
-}
-
-// ahead returns the entries of rd a lone voter may apply in the Ready
-// that persists them, before raft reports them committed: it is the whole
-// quorum, so each is committed once this Ready's commit makes it durable,
-// and its result goes out only after that commit. They are the normal
-// entries of the leader's term that continue the applied index last,
-// up to the first conf change (those wait for raft: it must know a conf
-// change committed before it applies it). raft hands them again as
-// committed entries; apply skips them then.
-func (l *loop) ahead(rd *raft.Ready, last uint64) []*pb.Entry {
-	if l.state != raft.StateLeader || len(rd.Entries) == 0 || !l.st.soleVoter(l.n.cfg.ID) {
-		return nil
-	}
-	term := l.rn.BasicStatus().HardState.GetTerm()
-	ents := rd.Entries
-	i := 0
-	for i < len(ents) && ents[i].GetIndex() <= last {
-		i++
-	}
-	if i == len(ents) || ents[i].GetIndex() != last+1 {
-		return nil // a gap: entries committed before these are still to come
-	}
-	j := i
-	for j < len(ents) && ents[j].GetType() == pb.EntryNormal && ents[j].GetTerm() == term {
-		j++
-	}
-	return ents[i:j]
 }
 
 // finishApply publishes an apply whose transaction is committed: the

@@ -66,9 +66,12 @@ type callReply struct {
 
 // CallLeader sends req to the leader's LeaderService and returns its
 // answer. It works on every peer; on the leader the service is called
-// directly. A call that may have been lost (the leader changed, a message
-// was dropped) is sent again, to the leader of the moment, until it is
-// answered or ctx ends. Nothing is written to the log.
+// directly. The leader serves it once it has applied as far as this peer
+// had when it sent the call, so the service knows everything the caller
+// does (a follower may apply a commit before the leader). A call that may
+// have been lost (the leader changed, a message was dropped) is sent
+// again, to the leader of the moment, until it is answered or ctx ends.
+// Nothing is written to the log.
 func (n *Node) CallLeader(ctx context.Context, req []byte) ([]byte, error) {
 	if n.cfg.LeaderService == nil {
 		return nil, ErrNoLeaderService
@@ -125,7 +128,7 @@ func (l *loop) sendCall(c *call) {
 		n.cfg.LeaderService.ServeLeader(n.cfg.ID, c.req, n.reply(n.cfg.ID, n.origin, c.seq))
 		return
 	}
-	l.sendPeerCall(l.lead, &wire.PeerCall{Kind: callRequest, Origin: n.origin, Seq: c.seq, Data: c.req})
+	l.sendPeerCall(l.lead, &wire.PeerCall{Kind: callRequest, Origin: n.origin, Seq: c.seq, Data: c.req, Applied: n.applied.Load()})
 }
 
 func (l *loop) sendPeerCall(to uint64, pc *wire.PeerCall) {
@@ -172,6 +175,15 @@ func (l *loop) onPeerCall(m *pb.Message) {
 			l.sendPeerCall(from, &wire.PeerCall{Kind: callNotLeader, Origin: pc.GetOrigin(), Seq: pc.GetSeq()})
 			return
 		}
+		if pc.GetApplied() > n.applied.Load() {
+			// The caller applied entries this leader has not yet (a
+			// follower may apply a commit before the leader, whose own
+			// append may still be syncing): serve it once it has.
+			if len(l.parked) < maxParkedCalls {
+				l.parked = append(l.parked, parkedCall{from: from, pc: &pc})
+			}
+			return
+		}
 		n.cfg.LeaderService.ServeLeader(from, pc.GetData(), n.reply(from, pc.GetOrigin(), pc.GetSeq()))
 	case callAnswer:
 		if pc.GetOrigin() == n.origin {
@@ -207,4 +219,37 @@ func (l *loop) deliverCall(seq uint64, data []byte) {
 		delete(l.calls, seq)
 		c.resC <- data
 	}
+}
+
+// maxParkedCalls bounds the calls a leader holds until it has applied as
+// far as their callers; beyond it a call is dropped and sent again later.
+const maxParkedCalls = 4096
+
+// parkedCall is a call a leader holds until it has applied pc.Applied.
+type parkedCall struct {
+	from uint64
+	pc   *wire.PeerCall
+}
+
+// serveParked serves the parked calls this peer has applied far enough
+// for, and answers all of them "not the leader" once it no longer leads.
+func (l *loop) serveParked() {
+	if len(l.parked) == 0 {
+		return
+	}
+	n := l.n
+	applied := n.applied.Load()
+	kept := l.parked[:0]
+	for _, p := range l.parked {
+		switch {
+		case l.state != raft.StateLeader:
+			l.sendPeerCall(p.from, &wire.PeerCall{Kind: callNotLeader, Origin: p.pc.GetOrigin(), Seq: p.pc.GetSeq()})
+		case p.pc.GetApplied() <= applied:
+			n.cfg.LeaderService.ServeLeader(p.from, p.pc.GetData(), n.reply(p.from, p.pc.GetOrigin(), p.pc.GetSeq()))
+		default:
+			kept = append(kept, p)
+		}
+	}
+	clear(l.parked[len(kept):])
+	l.parked = kept
 }

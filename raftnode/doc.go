@@ -5,21 +5,26 @@
 // # Architecture
 //
 //	Propose      -> propC --+                  +--> Transport.Send / SendSnapshot
-//	ReadIndex    -> kick ---+                  |
+//	ReadIndex    -> kick ---+                  |      (what needs no sync: at once)
 //	conf changes,           +--> loop (one goroutine owns raft.RawNode)
 //	CallLeader, CallQuorum, |
 //	call replies, reports    -> ctlC -+
-//	Transport    -> recvC --+       | Ready:
-//	                                | 1. install a received snapshot (spooled file)
-//	                                | 2. persist Entries + HardState and
-//	                                |    apply CommittedEntries with the applied
-//	                                |    index: one badger transaction, synced
-//	                                | 3. send Messages (a leader sends before 2)
+//	Transport    -> recvC --+       | Ready (raft's AsyncStorageWrites):
+//	                                | 1. send Messages to peers
+//	                                | 2. install a received snapshot (spooled file)
+//	                                | 3. apply the committed entries (durable here
+//	                                |    already) with the applied index, and
+//	                                |    write the new entries + hard state:
+//	                                |    one badger commit, not synced
 //	                                | 4. results to proposers; release ReadIndex
-//	                                |    waiters
-//	                                | 5. Advance; compact the log if due
+//	                                |    waiters; compact the log if due
 //	                                v
 //	                             badger (keyspace: internal/schema)
+//	                                ^
+//	                                | syncer (syncer.go): one fdatasync for all
+//	                                | appends queued, then their responses: acks
+//	                                | and votes to peers, raft's own acks back to
+//	                                | the loop
 //
 // Only the loop goroutine touches raft.RawNode: loop.go owns it and runs the
 // Ready cycle; the loop methods in apply.go, propose.go, readindex.go and
@@ -49,11 +54,15 @@
 // Entries and hard state are synced before this peer acknowledges an
 // append, grants a vote, applies or acknowledges a proposal that depends on
 // them (a leader sends its appends while it writes them, raft thesis
-// 10.2.1: its own vote counts only once they are durable). Each Ready (log, hard
-// state, applied state and applied index) is written in one transaction,
-// so one sync covers it all. A Ready that only applies entries this peer
-// already holds on disk is not synced on its own: the next sync covers
-// it, and a crash before that replays it from the log. A sync is an
+// 10.2.1: its own vote counts only once they are durable). raft runs with
+// AsyncStorageWrites: the loop writes each Ready to badger unsynced and
+// goes on (stepping, applying, sending) while the syncer syncs; the
+// messages that vouch for an append leave only after a sync that began
+// after it, so appends that queue during one sync share the next. An
+// apply is not synced on its own (unless it put a value in the value log
+// or is large enough to be split): raft hands only entries already
+// durable here, the next sync covers it, and a crash before that replays
+// it from the log. A sync is an
 // fdatasync of badger's active memtable file (and of its value-log files
 // when a value went there); when badger switches memtables, the one it
 // left is synced at once if it holds unsynced commits (writer.go). A

@@ -20,6 +20,9 @@ type loop struct {
 	n  *Node
 	rn *raft.RawNode
 	st *storage
+	sy *syncer // nil in memory
+
+	unsynced uint64 // appends written that must be synced (entries, a term or vote)
 
 	tick    uint64
 	lone    bool // a lone voter that has not led yet: campaign at once
@@ -31,6 +34,7 @@ type loop struct {
 	toSend       []*proposal          // to (re)propose once a leader is known
 	calls        map[uint64]*call     // by seq: CallLeader calls not yet answered
 	qcalls       map[uint64]*qcall    // by seq: CallQuorum calls not yet settled
+	parked       []parkedCall         // peers' calls waiting for this leader's apply
 	callsDue     bool                 // some calls are to be sent
 	reads        readState
 	dedup        dedupTable
@@ -81,6 +85,7 @@ func newLoop(n *Node) (*loop, error) {
 		PreVote:                   true,
 		ReadOnlyOption:            raft.ReadOnlySafe,
 		StepDownOnRemoval:         true,
+		AsyncStorageWrites:        true,
 		Logger:                    newSlogAdapter(n.cfg.Logger, n.cfg.ID, "raft"),
 	}
 	rn, err := raft.NewRawNode(rcfg)
@@ -180,6 +185,15 @@ func (l *loop) run() {
 			n.tr.AddPeer(p.ID, p.Addr)
 		}
 	}
+	if !n.db.Opts().InMemory {
+		l.sy = newSyncer(n)
+		go l.sy.run()
+		defer l.sy.stop()
+	}
+	var synced chan struct{}
+	if l.sy != nil {
+		synced = l.sy.ready
+	}
 	ticker := time.NewTicker(n.cfg.TickInterval)
 	defer ticker.Stop()
 	for {
@@ -224,6 +238,13 @@ func (l *loop) run() {
 				}
 				break
 			}
+		case <-synced:
+			msgs, err := l.sy.take()
+			if err != nil {
+				n.fail(fmt.Errorf("raftnode: sync: %w", err))
+				return
+			}
+			l.stepLocal(msgs)
 		case <-n.readKick:
 			l.takeReads()
 		case f := <-n.ctlC:
@@ -326,7 +347,11 @@ func (l *loop) notifyChanged() {
 	l.n.changed.Store(&ch)
 }
 
-// handleReady does one Ready's work in raft's required order.
+// handleReady does one Ready's work. raft runs with AsyncStorageWrites:
+// the Ready's messages to peers may go at once; what must wait for the
+// disk comes inside its MsgStorageAppend, whose responses the syncer
+// releases once the append is durable (syncer.go); its MsgStorageApply
+// carries committed entries, all durable here already.
 func (l *loop) handleReady() error {
 	rd := l.rn.Ready()
 	changed := false
@@ -339,81 +364,28 @@ func (l *loop) handleReady() error {
 	}
 	changed = changed || (rd.HardState != nil && rd.HardState.GetTerm() != l.n.Status().Term)
 	confIdx := l.confIdx
-	// The leader may send its appends while it writes them itself (raft
-	// thesis 10.2.1): its own vote counts only once they are durable,
-	// because entries are applied below only after this Ready is persisted.
-	leader := l.state == raft.StateLeader
-	if leader {
-		l.send(rd.Messages)
-	}
-	// 1. Install a received snapshot.
-	if !raft.IsEmptySnap(rd.Snapshot) {
-		if err := l.installSnapshot(rd.Snapshot.GetMetadata()); err != nil {
-			return fmt.Errorf("raftnode: install snapshot: %w", err)
+	var app, apply *pb.Message
+	out := rd.Messages[:0:0]
+	for _, m := range rd.Messages {
+		switch m.GetTo() {
+		case raft.LocalAppendThread:
+			app = m
+		case raft.LocalApplyThread:
+			apply = m
+		default:
+			out = append(out, m)
 		}
 	}
-	// 2. Persist Entries and HardState, and 4. apply CommittedEntries, in
-	// one transaction chain with the applied index, so that one sync per
-	// Ready covers both. Committed entries may be
-	// among this Ready's Entries; they become durable together. A lone
-	// voter also applies the entries this Ready persists (see ahead).
-	var hs *pb.HardState
-	if !raft.IsEmptyHardState(rd.HardState) {
-		hs = rd.HardState
+	l.send(out)
+	if err := l.store(app, apply); err != nil {
+		return err
 	}
-	c := l.n.newChain()
-	defer c.discard()
-	if err := l.st.stage(c, rd.Entries); err != nil {
-		return fmt.Errorf("raftnode: persist: %w", err)
+	if l.removed {
+		return nil // it applied its own removal: it serves nothing more (run stops it)
 	}
-	prev := l.n.applied.Load()
-	a, err := l.apply(c, rd.CommittedEntries, prev)
-	if err != nil {
-		return fmt.Errorf("raftnode: apply: %w", err)
-	}
-	ahead := l.ahead(&rd, max(prev, a.last))
-	if len(ahead) > 0 {
-		b, err := l.apply(c, ahead, max(prev, a.last))
-		if err != nil {
-			return fmt.Errorf("raftnode: apply: %w", err)
-		}
-		a.merge(b)
-	}
-	// A hard state whose commit index alone moved need not be durable
-	// (raft learns the commit index again; entries applied past it are
-	// skipped on replay): it is written with the next commit instead.
-	save, mustSync := l.st.unsaved(hs)
-	if len(rd.Entries) > 0 || mustSync || a.last != 0 {
-		if save != nil {
-			if err := c.setProto(schema.RaftHardState, save); err != nil {
-				return fmt.Errorf("raftnode: persist: %w", err)
-			}
-		}
-		// What this Ready's messages and results vouch for is synced now:
-		// entries, a term or vote, entries applied ahead. An apply alone
-		// is of entries already on disk (raft hands no other as
-		// committed once the Ready that carried them is persisted): it
-		// waits for the next sync, and a crash replays it from the log.
-		commit := c.done
-		if len(rd.Entries) == 0 && !mustSync && len(ahead) == 0 && !c.vlog {
-			commit = c.commitOnly
-		}
-		if err := commit(); err != nil {
-			return fmt.Errorf("raftnode: persist: %w", err)
-		}
-		l.st.markSaved(save)
-	}
-	l.st.appended(rd.Entries, hs)
-	// 3. Send, now that what the messages promise is durable.
-	if !leader {
-		l.send(rd.Messages)
-	}
-	// Results reach proposers and reads are served only after the commit.
+	l.serveParked()
 	l.reads.indexed(rd.ReadStates, l.n.origin, l.n.applied.Load())
-	l.finishApply(a)
 	l.reads.release(l.n.applied.Load())
-	// 5. Advance.
-	l.rn.Advance(rd)
 	if err := l.maybeCompact(); err != nil {
 		return fmt.Errorf("raftnode: compact: %w", err)
 	}
@@ -423,6 +395,93 @@ func (l *loop) handleReady() error {
 		l.notifyChanged()
 	}
 	return nil
+}
+
+// store does a Ready's MsgStorageAppend (app) and MsgStorageApply
+// (apply), either may be nil, in one badger commit, unsynced (but for the
+// cases chain and apply sync: a value in the value log, a large apply):
+//   - app's snapshot is installed first (synced), as the applies build on
+//     it; then its entries and hard state are written, and its responses
+//     go to the syncer, released once they are durable (or now, in
+//     memory, or when nothing they vouch for is unsynced);
+//   - apply's entries, committed and on disk here already, are applied;
+//     their results are delivered and its responses stepped once the
+//     commit is done. A crash before the next sync replays them from the
+//     log.
+//
+// A hard state whose commit index alone moved is not written: raft learns
+// the commit index again, and entries applied past it are skipped on
+// replay. It goes with the next write that must be synced.
+func (l *loop) store(app, apply *pb.Message) error {
+	if snap := app.GetSnapshot(); !raft.IsEmptySnap(snap) {
+		if err := l.installSnapshot(snap.GetMetadata()); err != nil {
+			return fmt.Errorf("raftnode: install snapshot: %w", err)
+		}
+	}
+	c := l.n.newChain()
+	defer c.discard()
+	a, err := l.apply(c, apply.GetEntries(), l.n.applied.Load())
+	if err != nil {
+		return fmt.Errorf("raftnode: apply: %w", err)
+	}
+	var hs *pb.HardState
+	if app != nil && app.Term != nil {
+		hs = &pb.HardState{Term: app.Term, Vote: app.Vote, Commit: app.Commit}
+	}
+	ents := app.GetEntries()
+	if err := l.st.stage(c, ents); err != nil {
+		return fmt.Errorf("raftnode: persist: %w", err)
+	}
+	save, mustSync := l.st.unsaved(hs)
+	if len(ents) == 0 && !mustSync {
+		save = nil
+	}
+	if save != nil {
+		if err := c.setProto(schema.RaftHardState, save); err != nil {
+			return fmt.Errorf("raftnode: persist: %w", err)
+		}
+	}
+	if a.last != 0 || len(ents) > 0 || save != nil {
+		commit := c.commitOnly
+		if c.vlog && a.last != 0 {
+			commit = c.done // an applied value in the value log is synced before it is relied on
+		}
+		if err := commit(); err != nil {
+			return fmt.Errorf("raftnode: persist: %w", err)
+		}
+		l.st.markSaved(save)
+		if len(ents) > 0 || mustSync {
+			l.unsynced++
+		}
+	}
+	l.st.appended(ents, hs)
+	l.finishApply(a)
+	l.stepLocal(apply.GetResponses())
+	if len(app.GetResponses()) == 0 {
+		return nil
+	}
+	r := syncReq{need: l.unsynced, fid: l.n.w.target(), vlog: c.vlog}
+	for _, m := range app.GetResponses() {
+		if m.GetTo() == l.n.cfg.ID {
+			r.local = append(r.local, m)
+		} else {
+			r.remote = append(r.remote, m)
+		}
+	}
+	if l.sy == nil || l.sy.add(r) { // in memory, or nothing to sync
+		l.send(r.remote)
+		l.stepLocal(r.local)
+	}
+	return nil
+}
+
+// stepLocal steps raft's responses from its local storage threads.
+func (l *loop) stepLocal(msgs []*pb.Message) {
+	for _, m := range msgs {
+		if err := l.rn.Step(m); err != nil && !errors.Is(err, raft.ErrStepPeerNotFound) {
+			l.n.log.Debug("raft step local", "type", m.GetType().String(), "err", err)
+		}
+	}
 }
 
 func (l *loop) send(msgs []*pb.Message) {
@@ -446,8 +505,9 @@ func (l *loop) publishStatus() {
 	bs := l.rn.BasicStatus()
 	cs := l.st.confState()
 	s := &Status{
-		// A lone voter applies entries before raft counts them committed
-		// (see ahead); they are committed all the same.
+		// After a restart the applied index may be past the commit index
+		// raft read from disk (a commit index alone is not written): those
+		// entries are committed all the same.
 		ID: bs.ID, Term: bs.HardState.GetTerm(), Vote: bs.HardState.GetVote(), Commit: max(bs.HardState.GetCommit(), l.n.applied.Load()),
 		Applied: l.n.applied.Load(), Leader: bs.Lead, State: bs.RaftState,
 		Voters: slices.Clone(cs.GetVoters()), Learners: slices.Clone(cs.GetLearners()),

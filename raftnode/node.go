@@ -33,10 +33,11 @@ type Node struct {
 	status  atomic.Pointer[Status]
 	changed atomic.Pointer[chan struct{}] // closed on leader, role, term or conf change
 	log     *slog.Logger
-	commit  func(*badger.Txn) error // commits, unsynced; tests wrap it
-	sync    func(vlog bool) error   // syncs every commit so far (syncDB); tests wrap it
-	syncOld func(fid int) error     // syncs a memtable badger rotated past (syncMemFile); tests wrap it
-	w       *writer                 // the raft goroutine's commits
+	commit  func(*badger.Txn) error        // commits, unsynced; tests wrap it
+	sync    func(fid int, vlog bool) error // syncs every commit so far (memSyncer.sync); tests wrap it
+	syncOld func(fid int) error            // syncs a memtable badger rotated past (syncMemFile); tests wrap it
+	w       *writer                        // the raft goroutine's commits
+	mems    memSyncer                      // syncs memtable files for the writer and the syncer
 
 	propC    chan *proposal
 	recvC    chan *pb.Message
@@ -131,19 +132,18 @@ func start(cfg Config, db *badger.DB) (*Node, error) {
 		basis:     map[uint64]uint64{},
 		pending:   map[uint64]uint64{},
 	}
-	n.sync = func(vlog bool) error {
-		mem, err := n.w.memFile()
-		if err != nil {
-			return err
-		}
-		return syncDB(db, mem, vlog)
-	}
+	n.sync = func(fid int, vlog bool) error { return n.mems.sync(db, fid, vlog) }
 	n.syncOld = func(fid int) error { return syncMemFile(db.Opts().Dir, fid) }
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.testHook != nil {
 		cfg.testHook(n)
+	}
+	// badger reads back what a killed process wrote but never synced as if
+	// it were durable: sync it before anything vouches for it.
+	if err := syncFiles(db); err != nil {
+		return nil, fmt.Errorf("raftnode: sync on open: %w", err)
 	}
 	w, err := newWriter(db, n.commit, n.sync, n.syncOld)
 	if err != nil {
@@ -152,7 +152,7 @@ func start(cfg Config, db *badger.DB) (*Node, error) {
 	n.w = w
 	defer func() {
 		if !started {
-			w.close()
+			n.mems.close()
 		}
 	}()
 	st, err := openStorage(db)
@@ -215,7 +215,7 @@ func (n *Node) Stop() error {
 	n.closeOnce.Do(func() {
 		trErr := n.tr.Close() // ends snapshot streams, so their writers return
 		n.wg.Wait()
-		n.w.close()
+		n.mems.close()
 		n.closeErr = errors.Join(trErr, n.db.Close())
 		n.removeSpools()
 		n.removeTmpDir()

@@ -104,7 +104,7 @@ func (l *loop) stopReads() {
 // startRead issues a round for the pending reads if none is in flight.
 func (l *loop) startRead() {
 	rs := &l.reads
-	if rs.inflight != nil || len(rs.pending) == 0 || l.lead == raft.None {
+	if rs.inflight != nil || len(rs.pending) == 0 || l.lead == raft.None || !l.leadCommitted() {
 		return
 	}
 	rs.nextID++
@@ -156,4 +156,20 @@ func (rs *readState) retryInflight() {
 		rs.pending = append(rs.inflight.reqs, rs.pending...)
 		rs.inflight = nil
 	}
+}
+
+// leadCommitted tells whether this peer, if it leads, has committed an
+// entry of its term. raft makes a leader wait for one before it answers a
+// ReadIndex, except a lone voter, which it answers at once with its
+// commit index: after a restart that index may lag entries committed,
+// applied and acknowledged before (a commit index alone is not synced,
+// nor is an apply), which a read must see. The loop tries again after
+// each Ready.
+func (l *loop) leadCommitted() bool {
+	if l.state != raft.StateLeader {
+		return true
+	}
+	bs := l.rn.BasicStatus()
+	t, err := l.st.Term(bs.HardState.GetCommit())
+	return err == nil && t == bs.HardState.GetTerm()
 }

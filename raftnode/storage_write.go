@@ -257,16 +257,6 @@ func (s *storage) setConfState(cs *pb.ConfState) {
 	s.mu.Unlock()
 }
 
-// soleVoter tells whether id is the only voter as of the applied index.
-// It runs for every Ready of a leader, so it reads the conf state in
-// place rather than copy it.
-func (s *storage) soleVoter(id uint64) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	v := s.cs.GetVoters()
-	return len(v) == 1 && v[0] == id && len(s.cs.GetVotersOutgoing()) == 0
-}
-
 // confState returns a copy of the conf state as of the applied index.
 func (s *storage) confState() *pb.ConfState {
 	s.mu.Lock()

@@ -77,8 +77,8 @@ func (p *syncProbe) hook(n *Node) {
 		return nil
 	}
 	innerSync := n.sync
-	n.sync = func(vlog bool) error {
-		p.checkOwed("sync")
+	n.sync = func(fid int, vlog bool) error {
+		p.checkOwed("sync", fid)
 		p.mu.Lock()
 		fail := p.failAt > 0 && p.calls+1 >= p.failAt
 		p.failed = p.failed || fail
@@ -90,7 +90,7 @@ func (p *syncProbe) hook(n *Node) {
 		if err != nil {
 			return err
 		}
-		if err := innerSync(vlog); err != nil {
+		if err := innerSync(fid, vlog); err != nil {
 			return err
 		}
 		p.mu.Lock()
@@ -101,7 +101,7 @@ func (p *syncProbe) hook(n *Node) {
 	}
 	innerCommit := n.commit
 	n.commit = func(txn *badger.Txn) error {
-		p.checkOwed("commit")
+		p.checkOwed("commit", -1)
 		unsynced := n.w != nil && n.w.pending
 		before, err := newestMemFile(n.db.Opts().Dir)
 		if err != nil {
@@ -157,13 +157,15 @@ func syncCandidate(db *badger.DB) (uint64, *pb.HardState, error) {
 	return last, hs, err
 }
 
-// checkOwed reports a commit or sync (what) made while a memtable badger
-// rotated past still holds unsynced commits.
-func (p *syncProbe) checkOwed(what string) {
+// checkOwed reports a commit, or a sync of memtable fid (-1: badger's
+// Sync, the active one), made while a memtable badger rotated past still
+// holds unsynced commits. A sync of that memtable or an older one (the
+// syncer's, for appends made before the rotation) is in order.
+func (p *syncProbe) checkOwed(what string, fid int) {
 	p.mu.Lock()
 	owed := p.owed
 	p.mu.Unlock()
-	if owed >= 0 {
+	if owed >= 0 && (what == "commit" || fid < 0 || fid > owed) {
 		p.violation("a %s came before memtable %d, rotated past with unsynced commits, was synced", what, owed)
 	}
 }
@@ -260,7 +262,16 @@ func newSyncPeers(t *testing.T, count int) *syncPeers { return newSyncPeersWith(
 // newSyncPeersWith starts count probed peers whose badger options opts
 // adjusts (if not nil).
 func newSyncPeersWith(t *testing.T, count int, opts func(badger.Options) badger.Options) *syncPeers {
-	s := &syncPeers{t: t, dir: t.TempDir(), net: transport.NewNetwork(1), opts: opts}
+	return newSyncPeersOpts(t, count, opts, nil)
+}
+
+// newSyncPeersCfg starts count probed peers whose config cfg adjusts.
+func newSyncPeersCfg(t *testing.T, count int, cfg func(*Config)) *syncPeers {
+	return newSyncPeersOpts(t, count, nil, cfg)
+}
+
+func newSyncPeersOpts(t *testing.T, count int, opts func(badger.Options) badger.Options, cfg func(*Config)) *syncPeers {
+	s := &syncPeers{t: t, dir: t.TempDir(), net: transport.NewNetwork(1), opts: opts, cfg: cfg}
 	for i := range count {
 		s.peers = append(s.peers, Peer{ID: uint64(i + 1), Addr: fmt.Sprintf("mem://%d", i+1)})
 		s.probes = append(s.probes, &syncProbe{})

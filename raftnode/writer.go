@@ -9,17 +9,19 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/dgraph-io/badger/v4"
 )
 
 // writer commits the raft goroutine's transactions to badger, which runs
 // without SyncWrites. A commit is synced before anything that depends on
-// it leaves the peer: raft log entries, a term or vote, a lone voter's
-// entries applied ahead, values in the value log. An apply of entries
+// it leaves the peer: raft log entries, a term or vote (the syncer syncs
+// those, syncer.go), applied values in the value log. An apply of entries
 // this peer already holds on disk is left to the next sync: after a
 // crash the log replays it. On a three-peer cluster that halves the
-// syncs of a write.
+// syncs of a write. A commit counts as unsynced until the writer itself
+// syncs (flush), whatever the syncer did since.
 //
 // badger's Sync covers only the active memtable (and value-log file): a
 // commit left unsynced in a memtable badger then rotated past could be
@@ -36,16 +38,13 @@ import (
 // restore, which rotates behind its back) it looks after every commit.
 type writer struct {
 	dir     string
-	limit   int64                   // badger's MemTableSize
-	commitF func(*badger.Txn) error // Node.commit
-	syncF   func(vlog bool) error   // Node.sync
-	oldF    func(fid int) error     // Node.syncOld
-	fill    int64                   // upper bound of the active memtable's size; < 0: unknown
-	fid     int                     // newest memtable file seen
-	pending bool                    // some commit is not synced yet
-
-	mem    *os.File // memtable file memFid, open to be synced
-	memFid int
+	limit   int64                          // badger's MemTableSize
+	commitF func(*badger.Txn) error        // Node.commit
+	syncF   func(fid int, vlog bool) error // Node.sync
+	oldF    func(fid int) error            // Node.syncOld
+	fill    int64                          // upper bound of the active memtable's size; < 0: unknown
+	fid     int                            // newest memtable file seen
+	pending bool                           // some commit may not be synced yet
 }
 
 // Upper bounds of what badger adds to a memtable (skiplist arena and
@@ -58,7 +57,7 @@ const (
 	memBase           = 256
 )
 
-func newWriter(db *badger.DB, commit func(*badger.Txn) error, sync func(bool) error, syncOld func(int) error) (*writer, error) {
+func newWriter(db *badger.DB, commit func(*badger.Txn) error, sync func(int, bool) error, syncOld func(int) error) (*writer, error) {
 	w := &writer{dir: db.Opts().Dir, limit: db.Opts().MemTableSize, commitF: commit, syncF: sync, oldF: syncOld, fill: -1}
 	if db.Opts().InMemory {
 		w.fill, w.limit = 0, math.MaxInt64 // nothing to sync
@@ -107,11 +106,28 @@ func (w *writer) commit(txn *badger.Txn, est int64) error {
 
 // flush syncs every commit so far.
 func (w *writer) flush(vlog bool) error {
-	if err := w.syncF(vlog); err != nil {
+	if err := w.syncF(w.target(), vlog); err != nil {
 		return err
 	}
 	w.pending = false
 	return nil
+}
+
+// target returns the active memtable's file number, whose sync covers
+// every commit so far that wrote no value-log value (-1 in memory). badger
+// rotates memtables only when a write finds the active one full: while
+// the fill is known, at a commit the writer checks; after a restore
+// (forget), which may rotate behind the writer's back, the writer reads
+// the newest file again after every commit until it sees a rotation. A
+// commit that rotates syncs the memtable before (see commit), so a sync of
+// the target covers every commit before it. Never badger's Sync: that
+// syncs whichever memtable is active when it runs, maybe one a later
+// commit rotated to, while an earlier one still waits for commit's sync.
+func (w *writer) target() int {
+	if w.dir == "" {
+		return -1
+	}
+	return w.fid
 }
 
 // forget drops what the writer knows of the memtable's fill, after writes
@@ -128,34 +144,6 @@ func (w *writer) forget() error {
 	}
 	w.fid, w.fill = fid, -1
 	return nil
-}
-
-// memFile returns the active memtable's file, opened to sync it alone,
-// or nil when the writer does not know which memtable is active (after a
-// restore, or in memory). While the fill is known, badger has not rotated
-// past w.fid: a rotation happens only at a commit the writer checks.
-func (w *writer) memFile() (*os.File, error) {
-	if w.dir == "" || w.fill < 0 {
-		return nil, nil
-	}
-	if w.mem != nil && w.memFid == w.fid {
-		return w.mem, nil
-	}
-	w.close()
-	f, err := os.OpenFile(memPath(w.dir, w.fid), os.O_RDWR, 0)
-	if err != nil {
-		return nil, err
-	}
-	w.mem, w.memFid = f, w.fid
-	return f, nil
-}
-
-// close closes the memtable file the writer holds open, if any.
-func (w *writer) close() {
-	if w.mem != nil {
-		_ = w.mem.Close() // opened only to be synced
-		w.mem = nil
-	}
 }
 
 // memPath is the path of badger's memtable file fid in dir.
@@ -200,21 +188,31 @@ func newestMemFile(dir string) (int, error) {
 	return newest, nil
 }
 
-// syncDB makes every commit so far durable. mem, if not nil, is the
-// active memtable's file: syncing it alone covers every commit that wrote
-// no value-log value, and skips the flush of a clean value-log file that
-// badger's Sync would add. Without mem, badger's Sync covers the active
-// memtable and value-log file. With vlog set, some value went to the
-// value log since the last sync and may have filled a file badger has
-// moved past (it syncs a full one only under SyncWrites), so every
-// value-log file is synced as well.
-func syncDB(db *badger.DB, mem *os.File, vlog bool) error {
+// memSyncer syncs badger's memtable files for the raft goroutine and the
+// syncer (syncer.go), keeping the newest one open.
+type memSyncer struct {
+	mu  sync.Mutex
+	f   *os.File // memtable file fid, open to be synced
+	fid int
+}
+
+// sync makes every commit so far durable. fid, if >= 0, is the active
+// memtable's file (writer.target): syncing it alone covers every commit
+// that wrote no value-log value, and skips the flush of a clean value-log
+// file that badger's Sync would add. A file badger has removed since was
+// flushed to a table, and badger synced that table and its manifest
+// before removing it. fid -1 (a DB written outside the writer, a restore)
+// means badger's Sync: the active memtable and value-log file. With vlog set, some value went to the value log
+// since the last sync and may have filled a file badger has moved past
+// (it syncs a full one only under SyncWrites), so every value-log file is
+// synced as well.
+func (m *memSyncer) sync(db *badger.DB, fid int, vlog bool) error {
 	if db.Opts().InMemory {
 		return nil
 	}
 	var err error
-	if mem != nil {
-		err = fdatasync(mem)
+	if fid >= 0 {
+		err = m.syncMem(db.Opts().Dir, fid)
 	} else {
 		err = db.Sync()
 	}
@@ -227,6 +225,58 @@ func syncDB(db *badger.DB, mem *os.File, vlog bool) error {
 	}
 	for _, p := range paths {
 		if err := syncFile(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *memSyncer) syncMem(dir string, fid int) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.f == nil || m.fid != fid {
+		m.closeLocked()
+		f, err := os.OpenFile(memPath(dir, fid), os.O_RDWR, 0)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // flushed to a table
+		}
+		if err != nil {
+			return err
+		}
+		m.f, m.fid = f, fid
+	}
+	return fdatasync(m.f)
+}
+
+// close closes the memtable file held open, if any.
+func (m *memSyncer) close() {
+	m.mu.Lock()
+	m.closeLocked()
+	m.mu.Unlock()
+}
+
+func (m *memSyncer) closeLocked() {
+	if m.f != nil {
+		_ = m.f.Close() // opened only to be synced
+		m.f = nil
+	}
+}
+
+// syncFiles syncs every memtable and value-log file of db.
+func syncFiles(db *badger.DB) error {
+	if db.Opts().InMemory {
+		return nil
+	}
+	mems, err := filepath.Glob(filepath.Join(db.Opts().Dir, "*.mem"))
+	if err != nil {
+		return err
+	}
+	vlogs, err := filepath.Glob(filepath.Join(db.Opts().ValueDir, "*.vlog"))
+	if err != nil {
+		return err
+	}
+	for _, p := range append(mems, vlogs...) {
+		if err := syncFile(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
 	}
@@ -250,4 +300,4 @@ func syncFile(path string) error {
 type dbCommitter struct{ db *badger.DB }
 
 func (d dbCommitter) commit(txn *badger.Txn, _ int64) error { return txn.Commit() }
-func (d dbCommitter) flush(vlog bool) error                 { return syncDB(d.db, nil, vlog) }
+func (d dbCommitter) flush(vlog bool) error                 { return (&memSyncer{}).sync(d.db, -1, vlog) }

@@ -614,11 +614,15 @@ type PeerCall struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// 1 = request, 2 = reply, 3 = not the leader (CallLeader);
 	// 4 = request, 5 = reply (CallQuorum)
-	Kind          uint32 `protobuf:"varint,1,opt,name=kind,proto3" json:"kind,omitempty"`
-	Origin        uint64 `protobuf:"varint,2,opt,name=origin,proto3" json:"origin,omitempty"` // the caller's run (raftnode's proposal origin)
-	Seq           uint64 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`       // the call, within that run
-	Data          []byte `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`      // request or reply
-	Term          uint64 `protobuf:"varint,5,opt,name=term,proto3" json:"term,omitempty"`     // CallQuorum: the caller's term as leader
+	Kind   uint32 `protobuf:"varint,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Origin uint64 `protobuf:"varint,2,opt,name=origin,proto3" json:"origin,omitempty"` // the caller's run (raftnode's proposal origin)
+	Seq    uint64 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`       // the call, within that run
+	Data   []byte `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`      // request or reply
+	Term   uint64 `protobuf:"varint,5,opt,name=term,proto3" json:"term,omitempty"`     // CallQuorum: the caller's term as leader
+	// CallLeader request: the caller's applied index. The leader serves the
+	// call once it has applied as far, so that it knows all the caller
+	// does (a follower may apply an entry before the leader).
+	Applied       uint64 `protobuf:"varint,6,opt,name=applied,proto3" json:"applied,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -684,6 +688,13 @@ func (x *PeerCall) GetData() []byte {
 func (x *PeerCall) GetTerm() uint64 {
 	if x != nil {
 		return x.Term
+	}
+	return 0
+}
+
+func (x *PeerCall) GetApplied() uint64 {
+	if x != nil {
+		return x.Applied
 	}
 	return 0
 }
@@ -992,13 +1003,14 @@ const file_wire_proto_rawDesc = "" +
 	"\x05error\x18\x02 \x01(\tR\x05error\"?\n" +
 	"\rRestoreMarker\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x1a\n" +
-	"\bmetadata\x18\x02 \x01(\fR\bmetadata\"p\n" +
+	"\bmetadata\x18\x02 \x01(\fR\bmetadata\"\x8a\x01\n" +
 	"\bPeerCall\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\rR\x04kind\x12\x16\n" +
 	"\x06origin\x18\x02 \x01(\x04R\x06origin\x12\x10\n" +
 	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12\x12\n" +
 	"\x04data\x18\x04 \x01(\fR\x04data\x12\x12\n" +
-	"\x04term\x18\x05 \x01(\x04R\x04term\"^\n" +
+	"\x04term\x18\x05 \x01(\x04R\x04term\x12\x18\n" +
+	"\aapplied\x18\x06 \x01(\x04R\aapplied\"^\n" +
 	"\tLeaseCall\x12\x1d\n" +
 	"\n" +
 	"keep_alive\x18\x01 \x03(\x03R\tkeepAlive\x12 \n" +
