@@ -49,10 +49,10 @@ func newSyncer(n *Node) *syncer {
 }
 
 // add queues r, to be released after a sync that begins after this call,
-// or reports that r may be released now: nothing is queued or waiting
-// for the loop before it, and a finished sync covered what it needs (an append that wrote nothing to
-// sync, such as a follower's response to a heartbeat-like append that
-// only moved the commit index).
+// or reports that r may be released now: nothing is queued or waiting for
+// the loop before it, and a finished sync covered what it needs (an
+// append that wrote nothing to sync, such as a follower's response to an
+// append that only moved the commit index).
 func (s *syncer) add(r syncReq) (now bool) {
 	s.mu.Lock()
 	if len(s.queue) == 0 && !s.busy && len(s.local) == 0 && r.need <= s.synced {
