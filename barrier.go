@@ -149,13 +149,21 @@ func (b *DoubleBarrier) enter(ctx context.Context) error {
 		}
 		return nil
 	}
-	if ready {
-		return nil
-	}
-	if err := electWaitFor(ctx, b.n, rev, b.s.Done(), EventTypePut, b.ready); err != nil {
-		b.removeKey(ctx, key)
-		b.key = ""
-		return err
+	for !ready {
+		err := electWaitFor(ctx, b.n, rev, b.s.Done(), EventTypePut, b.ready)
+		if err == nil {
+			// A put of the ready key, or a watch that ended early (a
+			// compaction, a closing node): look again.
+			var got *GetResponse
+			if got, err = b.n.Get(ctx, b.ready, WithKeysOnly()); err == nil {
+				rev, ready = got.Revision, len(got.Kvs) > 0
+			}
+		}
+		if err != nil {
+			b.removeKey(ctx, key)
+			b.key = ""
+			return err
+		}
 	}
 	return nil
 }

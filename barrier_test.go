@@ -154,6 +154,29 @@ func TestDoubleBarrierFailedEnter(t *testing.T) {
 	barrierEnterTogether(t, n, name, "a failed Enter was counted")
 }
 
+// TestDoubleBarrierEnterNodeClosed: a participant waiting in Enter for
+// the others gets ErrClosed when its node closes, never nil (the barrier
+// did not open). Its watch ends with the node: Enter reads again instead
+// of taking that for the ready key's put.
+func TestDoubleBarrierEnterNodeClosed(t *testing.T) {
+	for i := range 10 {
+		n := openOne(t)
+		const name = "barrier/closed"
+		b := concord.NewDoubleBarrier(newSession(t, n), name, 2)
+		errc := make(chan error, 1)
+		go func() { errc <- b.Enter(testCtx(t)) }()
+		eventually(t, 10*time.Second, "the participant's key", func() bool {
+			return get(t, n, name+"/waiters/", concord.WithPrefix()).Count == 1
+		})
+		if err := n.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-errc; !errors.Is(err, concord.ErrClosed) {
+			t.Fatalf("run %d: Enter on a closed node: %v, want ErrClosed", i, err)
+		}
+	}
+}
+
 // TestDoubleBarrierLeaveSessionExpired: the lowest participant, waiting
 // in Leave, loses its session: it gets ErrSessionExpired; the other one
 // leaves, and, since the last one out never reopened the barrier, removes

@@ -93,7 +93,7 @@ func (m *Mutex) lock(ctx context.Context, wait bool) error {
 	if m.delay < 0 {
 		return fmt.Errorf("%w: WithLockDelay(%v) is negative", ErrInvalidRequest, m.delay)
 	}
-	if err := m.st.begin("Mutex", m.q.pfx); err != nil {
+	if err := m.st.begin("Mutex", m.q.pfx, m.q.s); err != nil {
 		return err
 	}
 	rev, record, err := m.acquire(ctx, wait)

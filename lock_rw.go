@@ -73,7 +73,7 @@ func (rw *RWMutex) lock(ctx context.Context, mode string) error {
 	if rw.q.err != nil {
 		return rw.q.err
 	}
-	if err := rw.st.begin("RWMutex", rw.q.pfx); err != nil {
+	if err := rw.st.begin("RWMutex", rw.q.pfx, rw.q.s); err != nil {
 		return err
 	}
 	rev, err := rw.q.acquire(ctx, mode, 1, func(kv *KeyValue) bool { return mode == "w" || string(kv.Value) == "w" })

@@ -18,10 +18,15 @@ type lockState struct {
 }
 
 // begin marks an acquire as running; it fails if one runs or the lock is
-// held.
-func (st *lockState) begin(kind, pfx string) error {
+// held. A holding whose session s has ended is gone (its key went with
+// the lease): begin forgets it, and the acquire then fails with
+// ErrSessionExpired.
+func (st *lockState) begin(kind, pfx string, s *Session) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if st.busy && st.rev != 0 && electSessionDone(s) {
+		st.busy, st.rev, st.record = false, 0, ""
+	}
 	if st.busy {
 		return fmt.Errorf("%w: this %s already holds or waits for %q", ErrLocked, kind, pfx)
 	}

@@ -271,6 +271,47 @@ func TestMutexLockOnEndedSession(t *testing.T) {
 	lockWantKeys(t, n, "locks/e", 0, "%d keys left")
 }
 
+// TestLocksAfterHoldersSessionEnded: a Mutex, RWMutex or Semaphore whose
+// holding went with its session's lease answers a new acquire with
+// ErrSessionExpired, not ErrLocked ("already holds"): the holding is gone.
+func TestLocksAfterHoldersSessionEnded(t *testing.T) {
+	n := openOne(t)
+	ctx := testCtx(t)
+	s := lockSession(t, n)
+	m := concord.NewMutex(s, "locks/ended/m")
+	rw := concord.NewRWMutex(s, "locks/ended/rw")
+	sem := concord.NewSemaphore(s, "locks/ended/sem", 2)
+	for _, acquire := range []func(context.Context) error{m.Lock, rw.RLock, sem.Acquire} {
+		if err := acquire(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.TryLock(ctx); !errors.Is(err, concord.ErrLocked) {
+		t.Fatalf("TryLock while holding: %v, want ErrLocked", err)
+	}
+	if err := n.Revoke(ctx, s.Lease()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.Done():
+	case <-ctx.Done():
+		t.Fatal("the session did not end")
+	}
+	if m.Token() != 0 {
+		t.Fatalf("Token %d after the session ended", m.Token())
+	}
+	for name, acquire := range map[string]func(context.Context) error{
+		"Mutex.Lock": m.Lock, "Mutex.TryLock": m.TryLock, "RWMutex.Lock": rw.Lock,
+		"RWMutex.RLock": rw.RLock, "Semaphore.Acquire": sem.Acquire, "Semaphore.TryAcquire": sem.TryAcquire,
+	} {
+		err := acquire(ctx)
+		if !errors.Is(err, concord.ErrSessionExpired) || errors.Is(err, concord.ErrLocked) {
+			t.Errorf("%s after the session ended: %v, want ErrSessionExpired", name, err)
+		}
+	}
+	lockWantKeys(t, n, "locks/ended/", 0, "%d keys left")
+}
+
 // lockExpectLockWithin locks m and checks how long it took.
 func lockTime(t *testing.T, m *concord.Mutex) time.Duration {
 	t.Helper()

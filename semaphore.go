@@ -66,7 +66,7 @@ func (sem *Semaphore) acquire(ctx context.Context, wait bool) error {
 	if sem.limit < 1 {
 		return fmt.Errorf("%w: semaphore limit %d, want >= 1", ErrInvalidRequest, sem.limit)
 	}
-	if err := sem.st.begin("Semaphore", sem.q.pfx); err != nil {
+	if err := sem.st.begin("Semaphore", sem.q.pfx, sem.q.s); err != nil {
 		return err
 	}
 	var rev int64
