@@ -65,10 +65,13 @@
 // it from the log. A sync is an
 // fdatasync of badger's active memtable file (and of its value-log files
 // when a value went there); when badger switches memtables, the one it
-// left is synced at once if it holds unsynced commits (writer.go). A
-// restart replays the
-// log from the applied index: it never applies an entry twice nor skips
-// one.
+// left is synced at once if it holds unsynced commits (writer.go). Syncs
+// run one at a time, and after one fails every later one fails too (a
+// failed fdatasync may drop pages that a later one, told nothing, would
+// vouch for): the peer halts. A restart replays the log from the applied
+// index (raising the commit index to it, as a hard state whose commit
+// index alone moved is not written): it never applies an entry twice nor
+// skips one.
 //
 // # Snapshots
 //
@@ -97,8 +100,9 @@
 // [QuorumService] (its own included) and returns once a quorum of voters
 // answered, outside the log too (concord pushes lease renewals this way,
 // and a new leader asks what they were). A peer serves a call only while
-// the call's term is its durable term, so a peer that answered a leader of
-// term T never again serves an earlier term's call, across restarts.
+// the call's term is its durable term (the term a finished sync covered:
+// the hard state is written unsynced), so a peer that answered a leader
+// of term T never again serves an earlier term's call, across restarts.
 //
 // # Membership
 //

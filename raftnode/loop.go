@@ -70,6 +70,12 @@ func newLoop(n *Node) (*loop, error) {
 	if err := l.dedup.load(n.db); err != nil {
 		return nil, err
 	}
+	// Applied entries were committed, but a hard state whose commit index
+	// alone moved is not written (store): raise the commit index to the
+	// applied one, so that raft does not hand those entries again. Their
+	// conf changes are in the conf state already; applied twice, a
+	// LeaveJoint would find no joint config and halt the peer.
+	l.st.raiseCommit(applied)
 	hs, cs, _ := l.st.InitialState()
 	rcfg := &raft.Config{
 		ID:                        n.cfg.ID,
@@ -186,7 +192,7 @@ func (l *loop) run() {
 		}
 	}
 	if !n.db.Opts().InMemory {
-		l.sy = newSyncer(n)
+		l.sy = newSyncer(n, l.st.savedTerm()) // Start synced what is on disk
 		go l.sy.run()
 		defer l.sy.stop()
 	}
@@ -460,7 +466,7 @@ func (l *loop) store(app, apply *pb.Message) error {
 	if len(app.GetResponses()) == 0 {
 		return nil
 	}
-	r := syncReq{need: l.unsynced, fid: l.n.w.target(), vlog: c.vlog}
+	r := syncReq{need: l.unsynced, term: l.st.savedTerm(), fid: l.n.w.target(), vlog: c.vlog}
 	for _, m := range app.GetResponses() {
 		if m.GetTo() == l.n.cfg.ID {
 			r.local = append(r.local, m)

@@ -140,6 +140,7 @@ func start(cfg Config, db *badger.DB) (*Node, error) {
 	if cfg.testHook != nil {
 		cfg.testHook(n)
 	}
+	n.sync, n.syncOld = stickySyncs(n.sync, n.syncOld)
 	// badger reads back what a killed process wrote but never synced as if
 	// it were durable: sync it before anything vouches for it.
 	if err := syncFiles(db); err != nil {

@@ -60,7 +60,17 @@ func (n *Node) CallQuorum(ctx context.Context, term uint64, req []byte) (map[uin
 
 // leadsIn tells whether this peer leads in term, with term durable.
 func (l *loop) leadsIn(term uint64) bool {
-	return l.state == raft.StateLeader && l.n.Status().Term == term
+	return l.state == raft.StateLeader && l.n.Status().Term == term && l.durableTerm() == term
+}
+
+// durableTerm returns the newest term this peer has made durable: the
+// hard state is written unsynced, and the syncer syncs it. In memory,
+// the current term.
+func (l *loop) durableTerm() uint64 {
+	if l.sy == nil {
+		return l.n.Status().Term
+	}
+	return l.sy.durableTerm()
 }
 
 // addQuorumCall registers q and sends it to every voter.
@@ -167,7 +177,7 @@ func (l *loop) dropQuorumCalls() {
 // durable term is the call's.
 func (l *loop) onQuorumRequest(from uint64, pc *wire.PeerCall) {
 	n := l.n
-	if n.cfg.QuorumService == nil || pc.GetTerm() != n.Status().Term {
+	if n.cfg.QuorumService == nil || pc.GetTerm() != n.Status().Term || pc.GetTerm() != l.durableTerm() {
 		return // the caller asks again; a stale one gives up
 	}
 	resp, ok := n.cfg.QuorumService.ServeQuorum(from, pc.GetTerm(), pc.GetData())

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -154,6 +155,58 @@ func proposePuts(ctx context.Context, t testing.TB, c *raftnodetest.Cluster, mod
 	close(errC)
 	for err := range errC {
 		t.Fatal(err)
+	}
+}
+
+// TestRestartAfterJointChange: every peer restarts cleanly right after a
+// joint reconfiguration. The applied index on disk may be past the hard
+// state's commit index (a commit-only hard state is not written), and the
+// conf state is loaded as of the applied index: raft must not hand the
+// applied conf changes again, or the LeaveJoint, applied twice, halts the
+// peer ("can't leave a non-joint config").
+func TestRestartAfterJointChange(t *testing.T) {
+	c := raftnodetest.NewCluster(t, raftnodetest.Options{OnDisk: true, Peers: 4})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	li, err := c.WaitLeader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Node(li).Propose(ctx, raftnodetest.PutCmd("k", "v")); err != nil {
+		t.Fatal(err)
+	}
+	var demote []uint64
+	for i := range c.Len() {
+		if i != li && len(demote) < 2 {
+			demote = append(demote, uint64(i+1))
+		}
+	}
+	if err := c.Node(li).Reconfigure(ctx, nil, demote, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := range c.Len() {
+		waitStatus(ctx, t, c.Node(i), func(st raftnode.Status) bool {
+			return !st.Joint && len(st.Voters) == 2 && !slices.Contains(st.Voters, demote[0])
+		})
+	}
+	for i := range c.Len() {
+		c.Stop(i)
+	}
+	for i := range c.Len() {
+		if err := c.Restart(i); err != nil {
+			t.Fatalf("restart peer %d: %v", i+1, err)
+		}
+	}
+	if _, err := c.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range c.Len() {
+		if _, err := c.Node(i).Propose(ctx, raftnodetest.PutCmd("k", fmt.Sprint(i))); err != nil {
+			t.Fatalf("propose on peer %d after the restart: %v", i+1, err)
+		}
+		if st := c.Node(i).Status(); st.Joint || len(st.Voters) != 2 {
+			t.Fatalf("peer %d after the restart: %+v", i+1, st)
+		}
 	}
 }
 

@@ -81,6 +81,17 @@ func getProto(txn *badger.Txn, key []byte, m proto.Message) error {
 	return item.Value(func(v []byte) error { return proto.Unmarshal(v, m) })
 }
 
+// raiseCommit raises the hard state's commit index, in memory, to
+// applied, the applied index on disk, bounded by the last index. It goes
+// to disk with the next hard state written.
+func (s *storage) raiseCommit(applied uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := min(applied, s.last); c > s.hs.GetCommit() {
+		s.hs.Commit = new(c)
+	}
+}
+
 // InitialState implements raft.Storage.
 func (s *storage) InitialState() (*pb.HardState, *pb.ConfState, error) {
 	s.mu.Lock()

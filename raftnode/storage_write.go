@@ -169,6 +169,13 @@ func (s *storage) unsaved(hs *pb.HardState) (save *pb.HardState, mustSync bool) 
 	return hs, hs.GetTerm() != s.savedHS.GetTerm() || hs.GetVote() != s.savedHS.GetVote()
 }
 
+// savedTerm returns the term of the hard state on disk (maybe not synced).
+func (s *storage) savedTerm() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.savedHS.GetTerm()
+}
+
 // markSaved records hs (if not nil) as the hard state on disk.
 func (s *storage) markSaved(hs *pb.HardState) {
 	if hs == nil {

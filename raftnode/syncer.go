@@ -27,6 +27,7 @@ type syncer struct {
 	queue  []syncReq     // guarded by mu; not yet released
 	busy   bool          // guarded by mu; run holds a batch it has not released
 	synced uint64        // guarded by mu; the newest need a finished sync covered
+	term   uint64        // guarded by mu; the newest term a finished sync covered
 	local  []*pb.Message // guarded by mu; released, for the loop to step
 	err    error         // guarded by mu; a failed sync
 	kick   chan struct{} // capacity 1: queue is not empty
@@ -38,14 +39,16 @@ type syncer struct {
 // syncReq is one append's messages and what to sync for it.
 type syncReq struct {
 	need   uint64 // the loop's count of writes that must be synced, after this append's
+	term   uint64 // the term on disk after this append
 	fid    int    // writer.target() after the append's commit
 	vlog   bool   // the append may have put a value in the value log
 	remote []*pb.Message
 	local  []*pb.Message
 }
 
-func newSyncer(n *Node) *syncer {
-	return &syncer{n: n, kick: make(chan struct{}, 1), ready: make(chan struct{}, 1), stopC: make(chan struct{}), doneC: make(chan struct{})}
+// newSyncer returns the syncer of n, whose term on disk, term, is durable.
+func newSyncer(n *Node, term uint64) *syncer {
+	return &syncer{n: n, term: term, kick: make(chan struct{}, 1), ready: make(chan struct{}, 1), stopC: make(chan struct{}), doneC: make(chan struct{})}
 }
 
 // add queues r, to be released after a sync that begins after this call,
@@ -56,6 +59,7 @@ func newSyncer(n *Node) *syncer {
 func (s *syncer) add(r syncReq) (now bool) {
 	s.mu.Lock()
 	if len(s.queue) == 0 && !s.busy && len(s.local) == 0 && r.need <= s.synced {
+		s.term = max(s.term, r.term)
 		s.mu.Unlock()
 		return true
 	}
@@ -66,6 +70,13 @@ func (s *syncer) add(r syncReq) (now bool) {
 	default:
 	}
 	return false
+}
+
+// durableTerm returns the newest term a finished sync made durable.
+func (s *syncer) durableTerm() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.term
 }
 
 // take returns the local messages released so far and any sync error.
@@ -120,6 +131,7 @@ func (s *syncer) run() {
 		s.mu.Lock()
 		s.local = append(s.local, local...)
 		s.synced, s.busy = max(s.synced, need), false
+		s.term = max(s.term, batch[len(batch)-1].term)
 		s.mu.Unlock()
 		if len(local) > 0 {
 			s.signal()

@@ -59,7 +59,7 @@ func TestSyncerSyncsTheAppendsMemtable(t *testing.T) {
 		}
 	}
 	set("entry-A", []byte("x"))
-	sy := newSyncer(n)
+	sy := newSyncer(n, 0)
 	go sy.run()
 	defer sy.stop()
 	if sy.add(syncReq{need: 1, fid: w.target(), remote: []*pb.Message{{Type: pb.MsgAppResp.Enum(), To: new(uint64(2))}}}) {

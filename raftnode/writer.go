@@ -188,6 +188,30 @@ func newestMemFile(dir string) (int, error) {
 	return newest, nil
 }
 
+// stickySyncs returns syncF and old behind one gate: they run one at a
+// time, and once one has failed every later call returns its error. A
+// failed fdatasync may have dropped the pages it was to write, and Linux
+// reports a writeback error once, so a later sync of the same file (by
+// the syncer or by the loop) could succeed without them and vouch for
+// writes that are lost.
+func stickySyncs(syncF func(fid int, vlog bool) error, old func(fid int) error) (func(int, bool) error, func(int) error) {
+	var (
+		mu     sync.Mutex
+		failed error
+	)
+	gate := func(f func() error) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if failed != nil {
+			return failed
+		}
+		failed = f()
+		return failed
+	}
+	return func(fid int, vlog bool) error { return gate(func() error { return syncF(fid, vlog) }) },
+		func(fid int) error { return gate(func() error { return old(fid) }) }
+}
+
 // memSyncer syncs badger's memtable files for the raft goroutine and the
 // syncer (syncer.go), keeping the newest one open.
 type memSyncer struct {
@@ -205,30 +229,28 @@ type memSyncer struct {
 // means badger's Sync: the active memtable and value-log file. With vlog set, some value went to the value log
 // since the last sync and may have filled a file badger has moved past
 // (it syncs a full one only under SyncWrites), so every value-log file is
-// synced as well.
+// synced as well, before the memtable that points into it.
 func (m *memSyncer) sync(db *badger.DB, fid int, vlog bool) error {
 	if db.Opts().InMemory {
 		return nil
 	}
-	var err error
-	if fid >= 0 {
-		err = m.syncMem(db.Opts().Dir, fid)
-	} else {
-		err = db.Sync()
-	}
-	if err != nil || !vlog {
-		return err
-	}
-	paths, err := filepath.Glob(filepath.Join(db.Opts().ValueDir, "*.vlog"))
-	if err != nil {
-		return err
-	}
-	for _, p := range paths {
-		if err := syncFile(p); err != nil {
+	if vlog {
+		// The value log first: a durable memtable pointing at a value lost
+		// with the value log would fail the read of that entry for good.
+		paths, err := filepath.Glob(filepath.Join(db.Opts().ValueDir, "*.vlog"))
+		if err != nil {
 			return err
 		}
+		for _, p := range paths {
+			if err := syncFile(p); err != nil {
+				return err
+			}
+		}
 	}
-	return nil
+	if fid >= 0 {
+		return m.syncMem(db.Opts().Dir, fid)
+	}
+	return db.Sync()
 }
 
 func (m *memSyncer) syncMem(dir string, fid int) error {
