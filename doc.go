@@ -140,7 +140,12 @@
 //     WithSerializable reads this node's state at once; it may be stale.
 //   - Bad input (an empty key, a key over Config.MaxKeySize, a request over
 //     Config.MaxRequestBytes, a negative revision, an unavailable option)
-//     is refused before anything is proposed, so it changes nothing.
+//     is refused before anything is proposed, so it changes nothing. So
+//     is a Txn that puts a key twice, or puts a key it deletes, on any
+//     path its compares could take (as etcd). A command whose writes
+//     exceed one revision's budget (a Delete of a range of more than
+//     about 3,000 keys) is refused with ErrRequestTooLarge when applied,
+//     and changes nothing either.
 //   - A call whose deadline passes while the cluster cannot serve it (no
 //     leader, no quorum) returns an error that is both ErrTimeout and
 //     context.DeadlineExceeded; a write may still be applied later.

@@ -29,7 +29,11 @@ var (
 	// ErrKeyTooLarge is returned for a key over Config.MaxKeySize.
 	ErrKeyTooLarge = errors.New("concord: key too large")
 	// ErrRequestTooLarge is returned for a request over
-	// Config.MaxRequestBytes.
+	// Config.MaxRequestBytes, and for one whose writes exceed what one
+	// revision holds (about 16k badger writes or 2.5 MiB): a Delete or
+	// Txn of more than about 3,000 keys of a range (fewer with long
+	// keys: about 350 of 1.4 KiB). It changes nothing; delete such a
+	// range in parts.
 	ErrRequestTooLarge = errors.New("concord: request too large")
 	// ErrInvalidRequest is returned for a request that is malformed in
 	// another way the errors here do not name (a bad Compare, a value with

@@ -102,6 +102,46 @@ func TestDelete(t *testing.T) {
 	}
 }
 
+// TestDeleteRangeBudget: a Delete of a range puts all its keys in one
+// revision, within the state machine's budget for one command: 3,000
+// short keys go at once (as documented), 3,400 get ErrRequestTooLarge and
+// nothing changes, and in parts they go.
+func TestDeleteRangeBudget(t *testing.T) {
+	n := openOne(t)
+	ctx := testCtx(t)
+	fill := func(pfx string, count int) {
+		for i := 0; i < count; i += 100 {
+			var ops []concord.Op
+			for j := i; j < min(i+100, count); j++ {
+				ops = append(ops, concord.OpPut(fmt.Sprintf("%s%05d", pfx, j), "v"))
+			}
+			if _, err := n.Txn(ctx).Then(ops...).Commit(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	fill("fits/", 3000)
+	if d, err := n.Delete(ctx, "fits/", concord.WithPrefix()); err != nil || d.Deleted != 3000 {
+		t.Fatalf("Delete of 3,000 keys: %v, %v", d, err)
+	}
+	fill("over/", 3400)
+	unchanged(t, n, concord.ErrRequestTooLarge, func() error {
+		_, err := n.Delete(ctx, "over/", concord.WithPrefix())
+		return err
+	})
+	if c := get(t, n, "over/", concord.WithPrefix(), concord.WithCountOnly()).Count; c != 3400 {
+		t.Fatalf("%d keys left of 3,400 after a refused Delete", c)
+	}
+	for _, r := range [][2]string{{"over/00000", "over/01700"}, {"over/01700", "over0"}} {
+		if _, err := n.Delete(ctx, r[0], concord.WithRange(r[1])); err != nil {
+			t.Fatalf("Delete [%s, %s): %v", r[0], r[1], err)
+		}
+	}
+	if c := get(t, n, "over/", concord.WithPrefix(), concord.WithCountOnly()).Count; c != 0 {
+		t.Fatalf("%d keys left after deleting in parts", c)
+	}
+}
+
 func TestRanges(t *testing.T) {
 	n := openOne(t)
 	all := []string{"a", "ab", "abc", "b", "c", "c\xff", "d"}

@@ -140,6 +140,9 @@ func (op *Op) check(c *Config, depth int) error {
 				}
 			}
 		}
+		if depth == 0 {
+			return checkTxnKeys(op)
+		}
 	default:
 		return fmt.Errorf("%w: empty Op", ErrInvalidRequest)
 	}

@@ -80,7 +80,11 @@ func (n *Node) get(ctx context.Context, op *Op) (*GetResponse, error) {
 // Delete deletes key, or a range of keys with WithPrefix, WithRange or
 // WithFromKey, and returns how many it deleted (with their previous state
 // with WithPrevKV). Deleting nothing is not an error and creates no
-// revision.
+// revision. All the keys go in one revision, so a range holds at most
+// about 3,000 keys (fewer with long keys): a larger one gets
+// ErrRequestTooLarge and nothing is deleted (unlike etcd, which has no
+// such limit); delete it in parts, with WithLimit'd Gets or narrower
+// ranges.
 //
 // If this node learned of its own delete through a snapshot (see Put), it
 // returns ErrResultUnknown: the delete happened exactly once.

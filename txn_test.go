@@ -204,6 +204,44 @@ func TestTxnRefusals(t *testing.T) {
 	}
 }
 
+// TestTxnDuplicateKeysOnAnyPath: as in etcd, a txn that puts a key twice,
+// or puts a key it deletes, on any path its compares could take is
+// refused before it runs, whichever branch the store's state picks, and
+// changes nothing; a key put in Then and in Else is fine, and so is a key
+// deleted twice.
+func TestTxnDuplicateKeysOnAnyPath(t *testing.T) {
+	n := openOne(t)
+	ctx := testCtx(t)
+	never := concord.Compare(concord.Value("missing"), "=", "x") // false: Else runs
+	for name, txn := range map[string]concord.Op{
+		"put twice in the Then not taken": concord.OpTxn([]concord.Cmp{never}, []concord.Op{concord.OpPut("a", "1"), concord.OpPut("a", "2")}, nil),
+		"put and delete in the Then not taken": concord.OpTxn([]concord.Cmp{never},
+			[]concord.Op{concord.OpPut("d/x", "1"), concord.OpDelete("d/", concord.WithPrefix())}, []concord.Op{concord.OpPut("b", "1")}),
+		"nested put of a key put outside": concord.OpTxn(nil, []concord.Op{concord.OpPut("a", "1"),
+			concord.OpTxn([]concord.Cmp{never}, []concord.Op{concord.OpPut("a", "2")}, nil)}, nil),
+		"nested Else put of a deleted key": concord.OpTxn(nil, []concord.Op{concord.OpDelete("a", concord.WithFromKey()),
+			concord.OpTxn(nil, nil, []concord.Op{concord.OpPut("b", "2")})}, nil),
+		"add of a key put": concord.OpTxn([]concord.Cmp{never}, []concord.Op{concord.OpPut("c", "1"), concord.OpAdd("c", 1)}, nil),
+	} {
+		t.Run(name, func(t *testing.T) {
+			unchanged(t, n, concord.ErrInvalidRequest, func() error {
+				_, err := n.Txn(ctx).Then(txn).Commit()
+				return err
+			})
+		})
+	}
+	for name, txn := range map[string]concord.Op{
+		"same put in Then and Else": concord.OpTxn([]concord.Cmp{never}, []concord.Op{concord.OpPut("a", "1")}, []concord.Op{concord.OpPut("a", "2")}),
+		"nested Then and Else":      concord.OpTxn(nil, []concord.Op{concord.OpTxn([]concord.Cmp{never}, []concord.Op{concord.OpPut("a", "3")}, []concord.Op{concord.OpPut("a", "4")})}, nil),
+		"a key deleted twice":       concord.OpTxn(nil, []concord.Op{concord.OpDelete("a"), concord.OpDelete("a", concord.WithPrefix())}, nil),
+		"put beside a deleted span": concord.OpTxn(nil, []concord.Op{concord.OpDelete("d/", concord.WithPrefix()), concord.OpPut("e", "1")}, nil),
+	} {
+		if _, err := n.Txn(ctx).Then(txn).Commit(); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
 func TestCreate(t *testing.T) {
 	n := openOne(t)
 	ctx := testCtx(t)
