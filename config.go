@@ -7,7 +7,10 @@ import (
 	"maps"
 	"math"
 	"net"
+	"strconv"
 	"time"
+
+	"github.com/hashicorp/go-sockaddr"
 
 	"github.com/concordkv/concord/internal/fsm"
 	"github.com/concordkv/concord/transport"
@@ -39,7 +42,10 @@ type Config struct {
 	PeerAddr string
 	// AdvertisePeerAddr is the address peers dial. Default:
 	// InitialCluster[Name], else PeerAddr (as bound, so port 0 works for a
-	// one-node cluster). When both are set they must be equal. A member of
+	// one-node cluster); for a gossip member whose PeerAddr has no host
+	// (or 0.0.0.0, ::), this machine's first private address at PeerAddr's
+	// port, as memberlist picks for gossip. When both are set they must be
+	// equal. A member of
 	// a cluster of several must reopen its DataDir at the address it last
 	// ran with (its peers know it by that one): Open refuses another with
 	// ErrInvalidConfig.
@@ -246,6 +252,43 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// checkHostPort checks that addr is "host:port" with a decimal port in
+// [0, 65535].
+func checkHostPort(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("port %q is not a number in [0, 65535]", port)
+	}
+	return nil
+}
+
+// advertisePeerDefault fills in AdvertisePeerAddr for a gossip member
+// whose PeerAddr has an unspecified host ("", 0.0.0.0, ::): the first
+// private address of this machine, as memberlist picks for gossip,
+// at PeerAddr's port. Gossip tells the others this address, and peers
+// cannot dial an unspecified one. Call it after validate.
+func (c *Config) advertisePeerDefault() error {
+	if !c.gossip() || c.Transport != nil || c.AdvertisePeerAddr != "" || c.PeerAddr == "" {
+		return nil
+	}
+	host, port, _ := net.SplitHostPort(c.PeerAddr) // validated
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		return nil
+	}
+	if port == "0" {
+		return fmt.Errorf("%w: a gossip member's PeerAddr %q with no host and port 0 needs AdvertisePeerAddr: peers cannot dial it", ErrInvalidConfig, c.PeerAddr)
+	}
+	ip, err := sockaddr.GetPrivateIP()
+	if err != nil || ip == "" {
+		return fmt.Errorf("%w: PeerAddr %q has no host and this machine has no private IPv4 address to advertise: set AdvertisePeerAddr (%v)", ErrInvalidConfig, c.PeerAddr, err)
+	}
+	c.AdvertisePeerAddr = net.JoinHostPort(ip, port)
+	return nil
+}
+
 func setDefault[T comparable](p *T, v T) {
 	var zero T
 	if *p == zero {
@@ -290,7 +333,7 @@ func (c *Config) validate() error {
 		return nil
 	}
 	if c.PeerAddr != "" {
-		if _, _, err := net.SplitHostPort(c.PeerAddr); err != nil {
+		if err := checkHostPort(c.PeerAddr); err != nil {
 			return bad("PeerAddr must be host:port, got %q: %v", c.PeerAddr, err)
 		}
 	}
@@ -298,7 +341,7 @@ func (c *Config) validate() error {
 		return bad("PeerTLS and AdvertisePeerAddr need PeerAddr: a node without one listens nowhere")
 	}
 	if c.AdvertisePeerAddr != "" {
-		if _, _, err := net.SplitHostPort(c.AdvertisePeerAddr); err != nil {
+		if err := checkHostPort(c.AdvertisePeerAddr); err != nil {
 			return bad("AdvertisePeerAddr must be host:port, got %q: %v", c.AdvertisePeerAddr, err)
 		}
 	}
@@ -337,10 +380,10 @@ func (c *Config) validateCluster(bad func(string, ...any) error) error {
 		if c.Transport != nil {
 			continue // addresses are the transport's business
 		}
-		_, port, err := net.SplitHostPort(addr)
-		if err != nil {
+		if err := checkHostPort(addr); err != nil {
 			return bad("InitialCluster[%q] must be host:port, got %q: %v", name, addr, err)
 		}
+		_, port, _ := net.SplitHostPort(addr)
 		if port == "0" && len(c.InitialCluster) > 1 {
 			return bad("InitialCluster[%q] must have a fixed port for peers to dial, got %q", name, addr)
 		}
@@ -365,7 +408,7 @@ func (c *Config) validateGossip(bad func(string, ...any) error) error {
 		return bad("%s needs GossipAddr: without it the member does not gossip", field)
 	}
 	hostPort := func(field, addr string) error {
-		if _, _, err := net.SplitHostPort(addr); err != nil {
+		if err := checkHostPort(addr); err != nil {
 			return bad("%s must be host:port, got %q: %v", field, addr, err)
 		}
 		return nil

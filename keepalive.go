@@ -80,9 +80,9 @@ func (n *Node) keepAliveLoop(ctx context.Context, id LeaseID, ttl time.Duration,
 			timer.Stop()
 		case <-timer.C:
 		}
-		deadline := last.Add(ttl)
+		deadline := last.Add(ttl - lostMargin(ttl, n.cfg.TickInterval))
 		if !time.Now().Before(deadline) {
-			return // not renewed for a whole TTL: assume it is gone
+			return // not renewed for (about) a whole TTL: assume it is gone
 		}
 		sent := time.Now()
 		rctx, cancel := context.WithDeadline(ctx, deadline)
@@ -98,10 +98,19 @@ func (n *Node) keepAliveLoop(ctx context.Context, id LeaseID, ttl time.Duration,
 			timer.Reset(time.Until(sent.Add(ttl / 3))) // from the request: no drift
 		case errors.Is(err, ErrLeaseNotFound), errors.Is(err, ErrClosed), errors.Is(err, ErrStopped):
 			return
-		default: // no leader, a timeout: try again soon
-			timer.Reset(max(n.cfg.TickInterval, time.Millisecond))
+		default: // no leader, a timeout: try again soon, or give up at the deadline
+			timer.Reset(min(max(n.cfg.TickInterval, time.Millisecond), max(time.Until(deadline), 0)))
 		}
 	}
+}
+
+// lostMargin is how long before a lease could expire (its TTL from the
+// last renewal sent) its keep-alive gives it up: the leader counts the
+// TTL from its own receipt of that renewal, later, so a holder that is
+// told its session is lost is told before the lease goes and another can
+// take what it held. A tick, at most a twentieth of the TTL.
+func lostMargin(ttl, tick time.Duration) time.Duration {
+	return min(tick, ttl/20)
 }
 
 // renewal is a keep-alive waiting for the renewer.

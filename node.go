@@ -111,6 +111,9 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
+	if err := c.advertisePeerDefault(); err != nil {
+		return nil, err
+	}
 	// A nil Logger stays nil for raftnode and the transport: they skip
 	// formatting altogether then.
 	var log *slog.Logger

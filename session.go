@@ -124,7 +124,9 @@ func (s *Session) expired() error {
 }
 
 // Done is closed when the session ends: its lease was revoked (from any
-// node) or expired, this node could not renew it for a whole TTL, its
+// node) or expired, this node could not renew it for a whole TTL (less a
+// tick, at most a twentieth of the TTL: so that Done closes before the
+// leader can expire the lease and another take what it held), its
 // context ended, or Close or Orphan was called, or the node closed. It
 // closes within about a second of the lease's removal, whatever the TTL.
 func (s *Session) Done() <-chan struct{} { return s.donec }

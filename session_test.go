@@ -189,6 +189,54 @@ func TestSessionDoneAfterPartition(t *testing.T) {
 	})
 }
 
+// TestSessionDoneBeforeLeaseExpires: a session whose node is cut off from
+// the leader ends (Done) before the majority expires its lease and
+// deletes its keys, so a holder is told before another can take over. The
+// production tick (100 ms) makes the gap a keep-alive that gives up only
+// on its next tick would leave wide.
+func TestSessionDoneBeforeLeaseExpires(t *testing.T) {
+	c := concordtest.NewCluster(t, 3, concordtest.Configure(func(_ int, cfg *concord.Config) {
+		cfg.TickInterval = 100 * time.Millisecond
+	}))
+	ctx := testCtx(t)
+	lead, err := c.WaitLeader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := (lead + 1) % 3
+	s := newSession(t, c.Node(i), concord.WithSessionTTL(2*time.Second))
+	put(t, c.Node(i), "held", "v", concord.WithLease(s.Lease()))
+	wc := c.Node(lead).Watch(ctx, "held", concord.WithFilterPut(), concord.WithCreatedNotify())
+	if r := <-wc; !r.Created {
+		t.Fatalf("first watch response %+v, want Created", r)
+	}
+	deleted := make(chan time.Time, 1)
+	go func() {
+		for r := range wc {
+			if len(r.Events) > 0 {
+				deleted <- time.Now()
+				return
+			}
+		}
+	}()
+	c.Isolate(i)
+	var doneAt time.Time
+	select {
+	case <-s.Done():
+		doneAt = time.Now()
+	case <-ctx.Done():
+		t.Fatal("Done never closed")
+	}
+	select {
+	case at := <-deleted:
+		if at.Before(doneAt) {
+			t.Fatalf("the leader deleted the session's key %v before Done closed", doneAt.Sub(at))
+		}
+	case <-ctx.Done():
+		t.Fatal("the majority never expired the lease")
+	}
+}
+
 // TestSessionDoneThroughSnapshot: a cut-off node whose session's lease is
 // revoked meanwhile learns of it from a snapshot once it is back, and the
 // session ends at once.

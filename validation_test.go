@@ -190,7 +190,22 @@ func TestOpenValidation(t *testing.T) {
 			c.InitialCluster = map[string]string{"a": "127.0.0.1:1", "b": "127.0.0.1:2"}
 			c.AdvertisePeerAddr = "127.0.0.1:9"
 		}, `AdvertisePeerAddr "127.0.0.1:9" must equal InitialCluster["a"]`},
-		"bad peer addr":        {func(c *concord.Config) { c.PeerAddr = "localhost" }, "PeerAddr must be host:port"},
+		"bad peer addr":     {func(c *concord.Config) { c.PeerAddr = "localhost" }, "PeerAddr must be host:port"},
+		"peer port range":   {func(c *concord.Config) { c.PeerAddr = "127.0.0.1:70000" }, "PeerAddr must be host:port"},
+		"peer port name":    {func(c *concord.Config) { c.PeerAddr = "127.0.0.1:http" }, "PeerAddr must be host:port"},
+		"gossip port range": {func(c *concord.Config) { c.PeerAddr, c.GossipAddr = "127.0.0.1:0", "127.0.0.1:70000" }, "GossipAddr must be host:port"},
+		"advertise gossip port": {func(c *concord.Config) {
+			c.PeerAddr, c.GossipAddr, c.AdvertiseGossipAddr = "127.0.0.1:0", "127.0.0.1:0", "10.0.0.1:99999"
+		}, "AdvertiseGossipAddr must be host:port"},
+		"join port": {func(c *concord.Config) {
+			c.PeerAddr, c.GossipAddr, c.Join = "127.0.0.1:0", "127.0.0.1:0", []string{"10.0.0.2:-1"}
+		}, "Join entry must be host:port"},
+		"cluster port range": {func(c *concord.Config) {
+			c.InitialCluster = map[string]string{"a": "127.0.0.1:1", "b": "127.0.0.1:65536"}
+		}, `InitialCluster["b"] must be host:port`},
+		"gossip peer addr without host or port": {func(c *concord.Config) {
+			c.PeerAddr, c.GossipAddr, c.BootstrapExpect = "0.0.0.0:0", "127.0.0.1:0", 1
+		}, "with no host and port 0 needs AdvertisePeerAddr"},
 		"bad advertise addr":   {func(c *concord.Config) { c.PeerAddr, c.AdvertisePeerAddr = "127.0.0.1:0", "garbage" }, "AdvertisePeerAddr must be host:port"},
 		"tls without listener": {func(c *concord.Config) { c.PeerTLS = &tls.Config{} }, "PeerTLS and AdvertisePeerAddr need PeerAddr"},
 	} {
