@@ -52,6 +52,7 @@ type NodeInfo struct {
 // history survives memberlist forgetting it.
 type gossip struct {
 	ml *memberlist.Memberlist
+	tr *abortableTransport
 
 	metaMu sync.Mutex
 	meta   []byte // guarded by metaMu; returned by NodeMeta
@@ -134,10 +135,17 @@ func newGossip(c *Config, meta Meta) (*gossip, error) {
 	g.meta = meta.encode(nil)
 	mc.Delegate = (*delegate)(g)
 	mc.Events = (*events)(g)
+	tr, err := newAbortableTransport(mc)
+	if err != nil {
+		return nil, fmt.Errorf("could not set up network transport: %w", err)
+	}
+	mc.Transport = tr
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		tr.Shutdown()
 		return nil, err
 	}
+	g.tr = tr
 	g.ml = ml
 	return g, nil
 }

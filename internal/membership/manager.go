@@ -149,6 +149,7 @@ func (m *Manager) Close() error {
 	m.closeOnce.Do(func() {
 		close(m.stopC)
 		m.cancel()
+		m.g.tr.abort() // a join waiting on a seed that does not answer
 		m.wg.Wait()
 		err = m.g.ml.Shutdown()
 	})
