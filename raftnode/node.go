@@ -39,6 +39,8 @@ type Node struct {
 	w       *writer                        // the raft goroutine's commits
 	mems    memSyncer                      // syncs memtable files for the writer and the syncer
 
+	restoring atomic.Pointer[string] // the spool file an install (running, or failed) restores from
+
 	propC    chan *proposal
 	recvC    chan *pb.Message
 	readKick chan struct{}    // capacity 1: reads are pending
@@ -224,12 +226,19 @@ func (n *Node) Stop() error {
 	return n.closeErr
 }
 
-// removeSpools deletes received snapshot bodies left in the snapshot dir;
-// none is needed once no install is in progress.
+// removeSpools deletes received snapshot bodies left in the snapshot dir,
+// but for the one a failed install was restoring from: the restore
+// marker names it, and the next start redoes the install from it.
 func (n *Node) removeSpools() {
+	keep := ""
+	if p := n.restoring.Load(); p != nil {
+		keep = *p
+	}
 	names, _ := filepath.Glob(filepath.Join(n.cfg.SnapshotDir, "*.snap"))
 	for _, name := range names {
-		os.Remove(name)
+		if name != keep {
+			os.Remove(name)
+		}
 	}
 }
 

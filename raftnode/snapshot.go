@@ -187,6 +187,7 @@ func (n *Node) restore(path string, meta *pb.SnapshotMetadata) error {
 	if err != nil {
 		return err
 	}
+	n.restoring.Store(&path) // removeSpools keeps it: a restart redoes the install from it
 	if err := n.update(func(txn *badger.Txn) error { return txn.Set(schema.Restoring, marker) }); err != nil {
 		return err
 	}
@@ -219,6 +220,7 @@ func (n *Node) restore(path string, meta *pb.SnapshotMetadata) error {
 	}
 	n.st.setConfState(cs)
 	n.applied.Store(applied)
+	n.restoring.Store(nil)
 	os.Remove(path)
 	return nil
 }
@@ -336,9 +338,25 @@ func (n *Node) spool(m *pb.Message, body io.Reader) (string, error) {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil && n.cfg.DataDir != "" {
+		err = syncDir(n.cfg.SnapshotDir) // the restore marker will name the file
+	}
 	if err != nil {
 		os.Remove(f.Name())
 		return "", err
 	}
 	return f.Name(), nil
+}
+
+// syncDir syncs directory dir, so that the files created in it last.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
