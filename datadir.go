@@ -25,6 +25,9 @@ type memberRecord struct {
 	Cluster []string `json:"cluster"`
 	// Left is set once the member left the cluster (Leave).
 	Left bool `json:"left,omitempty"`
+	// Removed is set once the member stopped on learning it was removed
+	// from its cluster (ErrRemoved).
+	Removed bool `json:"removed,omitempty"`
 	// Gossip is a gossip member's way into its cluster (see
 	// internal/membership.State).
 	Gossip *membership.State `json:"gossip,omitempty"`
@@ -102,6 +105,8 @@ func claimDataDir(c *Config) (*memberRecord, error) {
 		return nil, fmt.Errorf("%w: DataDir %q belongs to member %q, not to Name %q", ErrInvalidConfig, c.DataDir, rec.Name, c.Name)
 	case rec.Left:
 		return nil, fmt.Errorf("%w: member %q left its cluster; remove DataDir %q to join anew", ErrInvalidConfig, c.Name, c.DataDir)
+	case rec.Removed:
+		return nil, fmt.Errorf("%w: member %q was removed from its cluster; remove DataDir %q to join anew", ErrRemoved, c.Name, c.DataDir)
 	case !slices.Equal(rec.Cluster, cluster):
 		return nil, fmt.Errorf("%w: InitialCluster names members %q, but DataDir %q was created with %q: an existing cluster's membership does not change through InitialCluster", ErrInvalidConfig, cluster, c.DataDir, rec.Cluster)
 	case rec.ID == 0:
@@ -191,6 +196,11 @@ func writeMember(dir string, rec *memberRecord) error {
 		return err
 	}
 	return errors.Join(d.Sync(), d.Close())
+}
+
+// markRemoved records in the member file that the member was removed.
+func markRemoved(dir string) error {
+	return updateMember(dir, func(rec *memberRecord) { rec.Removed = true })
 }
 
 // markLeft records in the member file that the member left its cluster.

@@ -14,8 +14,8 @@ var (
 	// ErrRemoved is wrapped, with ErrStopped, by the calls of a node that
 	// was removed from its cluster: reclaimed after DeadMemberReclaim while
 	// it was down, then restarted on its DataDir. Its DataDir cannot
-	// rejoin: start it again with an empty one, and it joins as a new
-	// member.
+	// rejoin (a later Open of it returns ErrRemoved): start it again with
+	// an empty one, and it joins as a new member.
 	ErrRemoved = errors.New("concord: removed from the cluster")
 	// ErrInvalidConfig is wrapped by Open's validation errors, which name
 	// the rule broken.
@@ -39,11 +39,13 @@ var (
 	// another way the errors here do not name (a bad Compare, a value with
 	// WithIgnoreValue, a key put twice in one Txn, ...).
 	ErrInvalidRequest = errors.New("concord: invalid request")
-	// ErrResultUnknown is returned for a write that was applied, exactly
-	// once, but whose result this node never saw: it caught up through a
-	// snapshot that already held the write's effects. Read the keys to
-	// see the state.
-	ErrResultUnknown = errors.New("concord: write applied, result unknown")
+	// ErrResultUnknown is returned for a write whose result this node
+	// never saw: it caught up through a snapshot that already held the
+	// write's effects (the write applied, once), or it retried the write
+	// while cut off from the leader until the log had moved on by more
+	// than 10,000 entries, too far to tell whether an earlier copy applied
+	// (the write applied at most once). Read the keys to see the state.
+	ErrResultUnknown = errors.New("concord: write result unknown")
 	// ErrInvalidRevision is returned for a negative revision.
 	ErrInvalidRevision = errors.New("concord: invalid revision")
 	// ErrCompacted is returned for a read or watch below the compact

@@ -160,6 +160,17 @@ func TestGossipReclaimedLearnerStopsRemoved(t *testing.T) {
 			t.Fatalf("a watch made %s the removal got nothing", what)
 		}
 	}
+	// For good: the cluster may have added the old id back as a learner
+	// when it saw the member alive; the DataDir still never rejoins.
+	g.close(victim)
+	for range 2 {
+		if n, err := concord.Open(ctx, g.config(victim)); !errors.Is(err, concord.ErrRemoved) {
+			if err == nil {
+				n.Close()
+			}
+			t.Fatalf("reclaimed %s opened again: %v, want ErrRemoved", victim, err)
+		}
+	}
 }
 
 // leave makes member name leave and forgets it.

@@ -42,7 +42,7 @@ const (
 	// linFailed: a CAS that returned ErrCompareFailed: the value was not
 	// old, nothing written.
 	linFailed
-	// linApplied: ErrResultUnknown: the write was applied exactly once
+	// linApplied: ErrResultUnknown (from a snapshot): the write was applied exactly once
 	// between call and return, its result unseen (a put's previous
 	// value; whether a CAS's compare held).
 	linApplied

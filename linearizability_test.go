@@ -42,6 +42,7 @@ import (
 	"github.com/concordkv/concord"
 	"github.com/concordkv/concord/concordtest"
 	"github.com/concordkv/concord/internal/lintest"
+	"github.com/concordkv/concord/raftnode"
 )
 
 var (
@@ -150,7 +151,8 @@ func (r *linRecorder) cas(ctx context.Context, n *concord.Node, client int, key,
 }
 
 // write classifies a write's error into out's outcome and records it.
-// ErrCompareFailed and ErrResultUnknown are definite; every other error
+// ErrCompareFailed and ErrResultUnknown (but for an expired proposal,
+// applied at most once) are definite; every other error
 // (timeout, node closed under the call, ...) leaves the write's fate
 // unknown, so that it stays pending until the end of time.
 func (r *linRecorder) write(client int, in linInput, call int64, out *linOutput, err error) {
@@ -163,7 +165,7 @@ func (r *linRecorder) write(client int, in linInput, call int64, out *linOutput,
 	case in.kind == linCAS && errors.Is(err, concord.ErrCompareFailed):
 		out.outcome = linFailed
 		r.stats.casFailed++
-	case errors.Is(err, concord.ErrResultUnknown):
+	case errors.Is(err, concord.ErrResultUnknown) && !errors.Is(err, raftnode.ErrProposalExpired):
 		out.outcome = linApplied
 		r.stats.writesApplied++
 	default:

@@ -270,6 +270,14 @@ func open(ctx context.Context, cfg Config) (*Node, error) {
 		select {
 		case <-rn.Done():
 			hub.Close()
+			if errors.Is(rn.Err(), raftnode.ErrRemoved) && c.DataDir != "" && !n.leaving.Load() {
+				// For good: the cluster may add the old id back (as a
+				// learner, in the batch that removed it), and a later
+				// Open must not take that for a welcome.
+				if err := markRemoved(c.DataDir); err != nil {
+					n.log.Warn("concord: recording the removal in the member file", "err", err)
+				}
+			}
 		case <-bg.Done():
 		}
 	})

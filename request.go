@@ -127,7 +127,7 @@ func codeErr(resp *command.Response) error {
 // snapshot is ErrResultUnknown.
 func (n *Node) raftErr(err error) error {
 	switch {
-	case errors.Is(err, raftnode.ErrAppliedBySnapshot):
+	case errors.Is(err, raftnode.ErrAppliedBySnapshot), errors.Is(err, raftnode.ErrProposalExpired):
 		return fmt.Errorf("%w (%w)", ErrResultUnknown, err)
 	case errors.Is(err, raftnode.ErrStopped):
 		return n.stoppedErr()

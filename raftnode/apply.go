@@ -69,6 +69,15 @@ func (l *loop) apply(c *chain, ents []*pb.Entry, prev uint64) (applied, error) {
 				if _, dup := l.dedup.seenBefore(id, idx); dup {
 					continue
 				}
+				if f := p.GetFloor(); f != 0 && f+dedupWindow < idx {
+					// A copy committed this late: an earlier one may have
+					// been applied and left the window. Refused everywhere.
+					if id.origin == n.origin {
+						out.seqs = append(out.seqs, id.seq)
+						out.results = append(out.results, result{err: ErrProposalExpired})
+					}
+					continue
+				}
 				if c.bytes > rotateBytes || c.ops > rotateOps {
 					// Entries before idx are whole; proposals of idx
 					// applied so far are in the dedup record.

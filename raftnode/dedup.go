@@ -9,8 +9,10 @@ import (
 )
 
 // dedupWindow is how many log entries a proposal id is remembered for. A
-// retried proposal is committed close to its first copy (both were in flight
-// together), so a window this size catches every duplicate.
+// retried proposal is mostly committed close to its first copy; one
+// retried until the log moved further than this past its first proposal
+// (a proposer cut off that long) is refused by its floor instead (apply.go),
+// so no duplicate slips through.
 var dedupWindow uint64 = 10000
 
 type pid struct{ origin, seq uint64 }

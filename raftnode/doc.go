@@ -38,9 +38,13 @@
 // leader, the peer that proposed it recognises it when it applies the entry
 // and hands the Applier's result back to the caller. A proposal that may
 // have been lost (a leader change, a dropped message) is proposed again under
-// the same id; the apply path remembers recent ids (replicated state, in the
-// apply transaction and in snapshots), so a command applies once however
-// often it was sent. Concurrent proposals are packed into few entries.
+// the same id; the apply path remembers the ids of the last 10,000 entries
+// (replicated state, in the apply transaction and in snapshots), so a
+// command applies once however often it was sent. Each copy also carries
+// its floor, the proposer's applied index when it first proposed: a copy
+// committed further than that window past its floor is refused
+// (ErrProposalExpired), as an earlier copy may have left the window.
+// Concurrent proposals are packed into few entries.
 //
 // # Reads
 //

@@ -20,6 +20,7 @@ type proposal struct {
 	member   *wire.MemberRecord // a member record (incarnation.go), or nil
 	resC     chan result        // buffered 1; written once by the loop
 	canceled atomic.Bool        // the caller gave up
+	floor    uint64             // 1 + this peer's applied index at the first proposal (wire.Proposal.floor)
 
 	proposedAt uint64 // loop-owned: tick of the last proposal to raft
 	queued     bool   // loop-owned: in loop.toSend
@@ -46,6 +47,7 @@ func (n *Node) Propose(ctx context.Context, data []byte) ([]byte, error) {
 }
 
 func (n *Node) propose(ctx context.Context, p *proposal) ([]byte, error) {
+	p.floor = n.applied.Load() + 1
 	r, err := submit(ctx, n, n.propC, p, p.resC, &p.canceled)
 	if err != nil {
 		return nil, err
@@ -97,12 +99,19 @@ func (l *loop) flushProposals() {
 		if size > 0 && size+len(p.data) > l.n.cfg.MaxProposalBatch {
 			flush()
 		}
-		batch.Proposals = append(batch.Proposals, &wire.Proposal{Origin: l.n.origin, Seq: p.seq, Data: p.data, Member: p.member})
+		batch.Proposals = append(batch.Proposals, &wire.Proposal{Origin: l.n.origin, Seq: p.seq, Data: p.data, Member: p.member, Floor: p.floor})
 		size += len(p.data) + 24
 	}
 	flush()
 	l.toSend = l.toSend[:0]
 }
+
+// ErrProposalExpired is returned by Propose for a command that was
+// retried (after a leader change or a partition) until the log had moved
+// more than the duplicate window past its first proposal: its copies
+// committed that late are refused, not applied, since an earlier copy
+// may have been applied and forgotten. Whether one was is not known here.
+var ErrProposalExpired = errors.New("raftnode: proposal retried past the duplicate window; whether an earlier copy applied is unknown")
 
 // ErrAppliedBySnapshot is returned by Propose for a command that was
 // applied, exactly once, but that this peer received as part of a snapshot

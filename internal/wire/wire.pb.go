@@ -220,7 +220,12 @@ type Proposal struct {
 	Data   []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
 	// member, if set, is raftnode's own record of a member, not a command
 	// for the state machine (data is then empty).
-	Member        *MemberRecord `protobuf:"bytes,4,opt,name=member,proto3" json:"member,omitempty"`
+	Member *MemberRecord `protobuf:"bytes,4,opt,name=member,proto3" json:"member,omitempty"`
+	// floor is 1 + the proposer's applied index when it first proposed this
+	// id (0: unknown, older peers). Every copy of the id commits past it. A
+	// copy committed more than the dedup window past it is refused, not
+	// applied: an earlier copy may have left the window.
+	Floor         uint64 `protobuf:"varint,5,opt,name=floor,proto3" json:"floor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -281,6 +286,13 @@ func (x *Proposal) GetMember() *MemberRecord {
 		return x.Member
 	}
 	return nil
+}
+
+func (x *Proposal) GetFloor() uint64 {
+	if x != nil {
+		return x.Floor
+	}
+	return 0
 }
 
 // MemberRecord updates the replicated record of member id: the incarnation
@@ -976,12 +988,13 @@ const file_wire_proto_rawDesc = "" +
 	"\n" +
 	"ProposalID\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\x04R\x06origin\x12\x10\n" +
-	"\x03seq\x18\x02 \x01(\x04R\x03seq\"|\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\x92\x01\n" +
 	"\bProposal\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\x04R\x06origin\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x122\n" +
-	"\x06member\x18\x04 \x01(\v2\x1a.concord.wire.MemberRecordR\x06member\"\xa3\x01\n" +
+	"\x06member\x18\x04 \x01(\v2\x1a.concord.wire.MemberRecordR\x06member\x12\x14\n" +
+	"\x05floor\x18\x05 \x01(\x04R\x05floor\"\xa3\x01\n" +
 	"\fMemberRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12 \n" +
 	"\vincarnation\x18\x02 \x01(\x04R\vincarnation\x129\n" +
