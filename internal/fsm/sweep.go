@@ -32,8 +32,11 @@ import (
 // n*sweepCredit bytes of deletes besides its own writes, however large
 // the compaction.
 const (
-	sweepCredit    = 1 << 10
-	sweepMaxCredit = 128 << 10 // above the cost of one event on the largest key
+	sweepCredit = 1 << 10
+	// sweepMaxCredit is above the cost of one event on the costliest key
+	// (MaxKeySize zero bytes, a tombstone with a predecessor: three
+	// deletes at 3×MaxKeySize+64 each), so the sweep never stops for good.
+	sweepMaxCredit = 2 * 3 * (3*MaxKeySize + 64)
 )
 
 // deleteCost estimates what deleting key's history and index entries of
