@@ -357,12 +357,14 @@ func TestSweepLeavesOnlyNeededHistory(t *testing.T) {
 		t.Fatalf("only %d events below %d before compacting", n, c)
 	}
 	mustOK(t, nd.propose(compact(c)))
-	// Reads do not sweep; each write pays for about ten events here.
+	// The compaction spends the credit saved up to then; reads add none
+	// and sweep nothing; each write pays for about ten events here.
+	compacted := historyBelow(t, nd, c)
 	for range 100 {
 		mustOK(t, nd.propose(&command.Request{Request: &command.Request_Range{Range: get("k0", "", 0)}}))
 	}
-	if n := historyBelow(t, nd, c); n < 2000 {
-		t.Fatalf("reads swept: %d events left below %d", n, c)
+	if n := historyBelow(t, nd, c); n != compacted || n <= keys {
+		t.Fatalf("reads swept: %d events left below %d, %d after the compaction", n, c, compacted)
 	}
 	writes := 0
 	for ; historyBelow(t, nd, c) > keys && writes < 1000; writes += 10 {
