@@ -75,6 +75,12 @@ func TestRemovedWhileMarkedStaysRemoved(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait("the mark cleared on the leader", func() bool { _, r := lead.Incarnation(v); return !r })
+	// RemovePeer returns once the change is applied; the leader's status
+	// follows at the end of that Ready.
+	wait("the removal in the leader's status", func() bool {
+		st := lead.Status()
+		return !slices.Contains(st.Voters, v) && !slices.Contains(st.Learners, v)
+	})
 	// Give the leader's guard (every 100 ms here) 20 rounds to add it back.
 	deadline := time.Now().Add(2 * time.Second)
 	for time.Now().Before(deadline) {
