@@ -349,14 +349,4 @@ func (n *Node) spool(m *pb.Message, body io.Reader) (string, error) {
 }
 
 // syncDir syncs directory dir, so that the files created in it last.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
+func syncDir(dir string) error { return syncOpened(os.Open(dir)) }

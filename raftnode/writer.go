@@ -305,8 +305,10 @@ func syncFiles(db *badger.DB) error {
 	return nil
 }
 
-func syncFile(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+func syncFile(path string) error { return syncOpened(os.OpenFile(path, os.O_RDWR, 0)) }
+
+// syncOpened syncs and closes f, opened with err.
+func syncOpened(f *os.File, err error) error {
 	if err != nil {
 		return err
 	}
