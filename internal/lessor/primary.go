@@ -18,6 +18,7 @@ type primary struct {
 	et     time.Duration
 	heap   leaseHeap
 	ckpt   map[int64]time.Duration // checkpoints to propose; 0 clears one
+	flying map[int64]int           // checkpoints proposed and not yet settled, by lease
 	cwait  []*waiter               // keep-alives waiting for the clears in ckpt
 	push   []*waiter               // keep-alives whose renewals are to push
 }
@@ -71,7 +72,7 @@ func (l *Lessor) promote(pr promotion) {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &primary{term: term, ctx: ctx, cancel: cancel, et: l.cfg.ElectionTimeout, ckpt: map[int64]time.Duration{}}
+	p := &primary{term: term, ctx: ctx, cancel: cancel, et: l.cfg.ElectionTimeout, ckpt: map[int64]time.Duration{}, flying: map[int64]int{}}
 	l.checkConfLocked(l.raft.Status().ConfIndex)
 	now := time.Now()
 	for _, ls := range l.leases {

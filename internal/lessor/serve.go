@@ -92,8 +92,10 @@ func (l *Lessor) renewLocked(p *primary, ls *lease, now time.Time) bool {
 	ls.expiry, ls.renewed = now.Add(ls.ttl), now
 	clear := false
 	if ls.recorded {
-		if rem, queued := p.ckpt[ls.id]; queued && rem > 0 && ls.remaining == 0 {
-			delete(p.ckpt, ls.id) // never proposed: nothing to clear
+		if rem, queued := p.ckpt[ls.id]; queued && rem > 0 && ls.remaining == 0 && p.flying[ls.id] == 0 {
+			// Never proposed, and no earlier one is on its way (it would
+			// land after this renewal): nothing to clear.
+			delete(p.ckpt, ls.id)
 		} else {
 			p.ckpt[ls.id] = 0
 			clear = true
@@ -137,6 +139,9 @@ func (l *Lessor) checkpointOnce() bool {
 		}
 		req.Checkpoints = append(req.Checkpoints, &command.LeaseCheckpoint{Id: id, Remaining: int64(rem)})
 		delete(p.ckpt, id)
+		if rem > 0 {
+			p.flying[id]++
+		}
 	}
 	waiters := p.cwait
 	p.cwait = nil
@@ -145,6 +150,15 @@ func (l *Lessor) checkpointOnce() bool {
 
 	code, err := l.propose(p, &command.Request{Request: &command.Request_LeaseCheckpoint{LeaseCheckpoint: req}})
 	ok := err == nil && code == command.Code_OK
+	l.mu.Lock()
+	for _, cp := range req.Checkpoints {
+		if cp.GetRemaining() > 0 {
+			if p.flying[cp.GetId()]--; p.flying[cp.GetId()] <= 0 {
+				delete(p.flying, cp.GetId())
+			}
+		}
+	}
+	l.mu.Unlock()
 	if !ok {
 		// It may yet apply: count every lease of it as checkpointed, so
 		// that the next renewal clears it.
